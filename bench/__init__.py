@@ -1,0 +1,1 @@
+"""Comparison harness and command-line interface (``python -m bench --help``)."""
