@@ -51,7 +51,9 @@ def test_static_imports_respect_layers(package):
 
 def test_walker_sees_violations(tmp_path):
     probe = tmp_path / "probe.py"
-    probe.write_text("import os\nfrom torch import nn\nimport mxnet.ndarray as nd\nfrom . import x\n")
+    probe.write_text(
+        "import os\nfrom torch import nn\nimport mxnet.ndarray as nd\nfrom . import x\n"
+    )
     assert imported_roots(probe) == {"os", "torch", "mxnet"}
 
 
