@@ -1,0 +1,100 @@
+"""Training throughput of each backbone in each backend (images/s of a full SGD step).
+
+A step is backbone forward + softmax head + backward + SGD update on a random batch at 112 px.
+Baseline per (backbone, batch): PyTorch in its default NCHW layout; beside it PyTorch
+channels_last, Gluon hybridize(static_alloc=True) (what the harness uses) and Gluon
+hybridize(static_alloc=True, static_shape=True). The ratio column is time per step over the
+baseline's, so torch/gluon speed is read directly from the gluon rows (ratio > 1: gluon slower).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+
+from bench.timing import add_ratios, time_call
+
+NUM_CLASSES = 1000
+EMBEDDING = 512
+# (backbone, batch sizes, repeats): the deep IResNets take tens of seconds per step on 2 cores.
+CASES = [("smallcnn", (64, 128), 5), ("mobilefacenet", (64, 128), 3), ("iresnet18", (64,), 2)]
+QUICK_CASES = [("smallcnn", (16,), 2)]
+
+
+def _torch_step(name: str, batch: int, size: int, channels_last: bool):
+    import torch
+
+    from pytorch_impl.backbones import build_backbone
+    from pytorch_impl.losses import build_loss
+
+    torch.manual_seed(0)
+    model = build_backbone(name, embedding_size=EMBEDDING, image_size=size)
+    head = build_loss("softmax", num_classes=NUM_CLASSES, embedding_size=EMBEDDING)
+    x = torch.randn(batch, 3, size, size)
+    y = torch.randint(0, NUM_CLASSES, (batch,))
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(list(model.parameters()) + list(head.parameters()), lr=0.01,
+                          momentum=0.9, weight_decay=5e-4)
+    model.train()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        head(model(x), y).backward()
+        opt.step()
+
+    return step
+
+
+def _gluon_step(name: str, batch: int, size: int, static_shape: bool):
+    import mxnet as mx
+    from mxnet import autograd, gluon
+
+    from gluon_impl.backbones import build_backbone
+    from gluon_impl.losses import build_loss
+
+    mx.random.seed(0)
+    model = build_backbone(name, embedding_size=EMBEDDING, image_size=size)
+    head = build_loss("softmax", num_classes=NUM_CLASSES, embedding_size=EMBEDDING)
+    head.initialize()
+    model.hybridize(static_alloc=True, static_shape=static_shape)
+    head.hybridize(static_alloc=True, static_shape=static_shape)
+    rng = np.random.default_rng(0)
+    x = mx.nd.array(rng.standard_normal((batch, 3, size, size), dtype=np.float32))
+    y = mx.nd.array(rng.integers(0, NUM_CLASSES, batch), dtype="int64")
+    params = model.collect_params()
+    params.update(head.collect_params())
+    trainer = gluon.Trainer(params, "sgd", {"learning_rate": 0.01, "momentum": 0.9, "wd": 5e-4})
+
+    def step():
+        with autograd.record():
+            loss = head(model(x), y)
+        loss.backward()
+        trainer.step(1)
+        loss.wait_to_read()
+
+    return step
+
+
+def measure(quick: bool = False) -> list[dict]:
+    size = 32 if quick else 112
+    rows = []
+    for name, batches, repeats in QUICK_CASES if quick else CASES:
+        for batch in batches:
+            case = f"{name} b{batch} {size}px"
+            variants = [
+                ("torch", partial(_torch_step, name, batch, size, channels_last=False)),
+                ("torch channels_last",
+                 partial(_torch_step, name, batch, size, channels_last=True)),
+                ("gluon static_alloc", partial(_gluon_step, name, batch, size, static_shape=False)),
+                ("gluon static_alloc+static_shape",
+                 partial(_gluon_step, name, batch, size, static_shape=True)),
+            ]
+            for impl, make in variants:
+                timing = time_call(make(), repeats=repeats, warmup=1)
+                rows.append({"section": "training", "case": case, "impl": impl,
+                             "baseline": "torch", **timing,
+                             "note": f"{batch / timing['median_s']:.0f} img/s"})
+    return add_ratios(rows)

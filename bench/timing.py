@@ -1,0 +1,29 @@
+"""Repeat-and-median timing shared by the perf sections (the machine is shared and noisy)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+
+def time_call(fn: Callable[[], object], repeats: int = 7, warmup: int = 2) -> dict:
+    """Run ``fn`` ``warmup`` times untimed, then ``repeats`` times; median/min/max seconds."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return {"repeats": repeats, "median_s": statistics.median(times),
+            "min_s": min(times), "max_s": max(times)}
+
+
+def add_ratios(rows: list[dict]) -> list[dict]:
+    """Set ``ratio`` = median / median of the same case's row whose impl is ``baseline``."""
+    index = {(r["section"], r["case"], r["impl"]): r for r in rows}
+    for r in rows:
+        base = index.get((r["section"], r["case"], r.get("baseline")))
+        r["ratio"] = r["median_s"] / base["median_s"] if base and base["median_s"] > 0 else None
+    return rows
