@@ -1,0 +1,46 @@
+"""Building blocks shared by the backbones; mirror of ``pytorch_impl/backbones/layers.py``.
+
+See that file's docstring for the BatchNorm conventions. Here MXNet's own BatchNorm
+already has them: running statistics updated with the biased variance (during backward),
+``momentum`` = ``bn_mom``, fixed gamma = ``scale=False``. Attribute names equal the torch
+module names so parameters line up by structure (see gluon_impl/transfer.py).
+"""
+
+from __future__ import annotations
+
+from mxnet import init
+from mxnet.gluon import nn
+
+
+class BatchNorm2d(nn.BatchNorm):
+    """BatchNorm over axis 1 with MXNet semantics; same arguments as the torch class."""
+
+    def __init__(self, channels: int, eps: float = 2e-5, bn_mom: float = 0.9,
+                 fix_gamma: bool = False):
+        super().__init__(axis=1, momentum=bn_mom, epsilon=eps, scale=not fix_gamma,
+                         in_channels=channels)
+        self.fix_gamma = fix_gamma
+
+
+class BatchNorm1d(BatchNorm2d):
+    """BatchNorm over N x C (axis 1): the same op in MXNet; named for the torch mirror."""
+
+
+class ConvBlock(nn.HybridBlock):
+    """conv (no bias) -> BN -> PReLU (per channel); InsightFace's ``Conv`` unit.
+
+    ``act=False`` gives InsightFace's ``Linear`` unit (conv -> BN).
+    """
+
+    def __init__(self, in_channels: int, channels: int, kernel: int = 1, stride: int = 1,
+                 pad: int = 0, groups: int = 1, eps: float = 2e-5, bn_mom: float = 0.9,
+                 act: bool = True):
+        super().__init__()
+        self.conv = nn.Conv2D(channels, kernel, stride, pad, groups=groups, use_bias=False,
+                              in_channels=in_channels)
+        self.bn = BatchNorm2d(channels, eps=eps, bn_mom=bn_mom)
+        self.prelu = nn.PReLU(init.Constant(0.25), in_channels=channels) if act else None
+
+    def hybrid_forward(self, F, x):
+        x = self.bn(self.conv(x))
+        return x if self.prelu is None else self.prelu(x)

@@ -1,0 +1,85 @@
+"""IResNet (Deng et al., ArcFace, CVPR 2019; Duta et al. 2020), as InsightFace's arcface_torch.
+
+Same modules and state_dict keys as ``recognition/arcface_torch/backbones/iresnet.py``, so
+its published ``backbone.pth`` files load with ``load_state_dict`` (see
+pytorch_impl/insightface.py). Block (IBasicBlock): BN -> conv3x3 -> BN -> PReLU ->
+conv3x3(stride) -> BN, plus the identity (1x1 conv + BN when the shape changes). Stem conv
+3x3/1 64 -> BN -> PReLU; four stages of stride 2 (64, 128, 256, 512); head BN -> flatten ->
+dropout -> FC -> BN (``features``, fixed gamma). BN eps 1e-5 as arcface_torch.
+Depths: 18 (2,2,2,2), 34 (3,4,6,3), 50 (3,4,14,3), 100 (3,13,30,3).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+from torch import nn
+
+from .layers import BatchNorm1d, BatchNorm2d
+from .registry import check_bn_mom, check_sizes, register_backbone
+
+IRESNET_LAYERS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 14, 3), 100: (3, 13, 30, 3)}
+EPS = 1e-5
+
+
+def conv3x3(in_planes: int, planes: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+
+
+class IBasicBlock(nn.Module):
+    def __init__(self, inplanes: int, planes: int, stride: int, bn_mom: float):
+        super().__init__()
+        self.bn1 = BatchNorm2d(inplanes, eps=EPS, bn_mom=bn_mom)
+        self.conv1 = conv3x3(inplanes, planes)
+        self.bn2 = BatchNorm2d(planes, eps=EPS, bn_mom=bn_mom)
+        self.prelu = nn.PReLU(planes, init=0.25)
+        self.conv2 = conv3x3(planes, planes, stride)
+        self.bn3 = BatchNorm2d(planes, eps=EPS, bn_mom=bn_mom)
+        self.downsample = None
+        if stride != 1 or inplanes != planes:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(inplanes, planes, 1, stride, bias=False),
+                BatchNorm2d(planes, eps=EPS, bn_mom=bn_mom),
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn3(self.conv2(self.prelu(self.bn2(self.conv1(self.bn1(x))))))
+        identity = x if self.downsample is None else self.downsample(x)
+        return out + identity
+
+
+class IResNet(nn.Module):
+    def __init__(self, embedding_size: int = 512, image_size: int = 112, depth: int = 50,
+                 dropout: float = 0.0, bn_mom: float = 0.9):
+        super().__init__()
+        side = check_sizes(embedding_size, image_size, 16)
+        if depth not in IRESNET_LAYERS:
+            raise ValueError(f"depth must be one of {sorted(IRESNET_LAYERS)}, got {depth!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        check_bn_mom(bn_mom)
+        self.raw_input = False
+        self.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+        self.bn1 = BatchNorm2d(64, eps=EPS, bn_mom=bn_mom)
+        self.prelu = nn.PReLU(64, init=0.25)
+        inplanes = 64
+        for i, (planes, count) in enumerate(zip((64, 128, 256, 512), IRESNET_LAYERS[depth])):
+            units = [IBasicBlock(inplanes if j == 0 else planes, planes, 2 if j == 0 else 1,
+                                 bn_mom) for j in range(count)]
+            setattr(self, f"layer{i + 1}", nn.Sequential(*units))
+            inplanes = planes
+        self.bn2 = BatchNorm2d(512, eps=EPS, bn_mom=bn_mom)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(512 * side * side, embedding_size)
+        self.features = BatchNorm1d(embedding_size, eps=EPS, bn_mom=bn_mom, fix_gamma=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.prelu(self.bn1(self.conv1(x)))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        x = self.dropout(torch.flatten(self.bn2(x), 1))
+        return self.features(self.fc(x))
+
+
+for _depth in IRESNET_LAYERS:
+    register_backbone(f"iresnet{_depth}")(partial(IResNet, depth=_depth))

@@ -1,0 +1,129 @@
+"""torch -> numpy -> gluon parameter transfer: same names, same outputs, same running stats."""
+
+from __future__ import annotations
+
+import mxnet as mx
+import numpy as np
+import pytest
+import torch
+from mxnet import autograd
+
+import gluon_impl.backbones as gb
+import gluon_impl.transfer as gt
+import pytorch_impl.backbones as tb
+import pytorch_impl.transfer as tt
+
+SIZE = 32
+# Outputs are compared at 1e-5 absolute: eval mode in float32, train mode in float64.
+# In train mode every BN normalises by the statistics of a 4-image batch, which amplifies
+# rounding: float32 alone then reaches ~1e-5 (measured on MobileFaceNet: torch float32 vs
+# torch float64 9e-6, gluon float32 vs torch float64 1.0e-5), so the float32 train-mode
+# check allows F32_TRAIN_TOL, relative to max |output|.
+TOL = 1e-5
+F32_TRAIN_TOL = 1e-4
+
+
+def _pair(name, seed=0):
+    torch.manual_seed(seed)
+    t = tb.build_backbone(name, embedding_size=32, image_size=SIZE)
+    g = gb.build_backbone(name, embedding_size=32, image_size=SIZE)
+    gt.import_params(g, tt.export_params(t))
+    return t, g
+
+
+def _input(model, seed=0):
+    x = np.random.RandomState(seed).uniform(-1, 1, (4, 3, SIZE, SIZE)).astype(np.float32)
+    return x * 127.5 + 127.5 if model.raw_input else x
+
+
+def _train_step(t, g, x):
+    t.train()
+    out_t = t(torch.from_numpy(x))
+    (out_t ** 2).sum().backward()
+    with autograd.record():
+        out_g = g(mx.nd.array(x))
+        loss = (out_g ** 2).sum()
+    loss.backward()
+    return out_t.detach().numpy(), out_g.asnumpy()
+
+
+@pytest.mark.parametrize("name", tb.list_backbones())
+def test_same_canonical_names_and_shapes(name):
+    t = tb.build_backbone(name, embedding_size=32, image_size=SIZE)
+    g = gb.build_backbone(name, embedding_size=32, image_size=SIZE)
+    t_params, g_params = tt.export_params(t), gt.export_params(g)
+    assert list(t_params) == [k for k in t.state_dict() if not k.endswith("num_batches_tracked")]
+    assert {k: v.shape for k, v in t_params.items()} == {k: v.shape for k, v in g_params.items()}
+
+
+@pytest.mark.parametrize("name", ["smallcnn", "mobilefacenet", "iresnet18"])
+def test_forward_matches_after_transfer_in_eval_and_train_mode(name):
+    t, g = _pair(name)
+    for step in range(2):
+        x = _input(t, seed=step)
+        t.eval()
+        eval_t = t(torch.from_numpy(x)).detach().numpy()
+        eval_g = g(mx.nd.array(x)).asnumpy()
+        assert np.abs(eval_t - eval_g).max() <= TOL
+        train_t, train_g = _train_step(t, g, x)
+        scale = max(1.0, np.abs(train_t).max())
+        assert np.abs(train_t - train_g).max() <= F32_TRAIN_TOL * scale
+        # train mode really normalises by the batch: it differs from eval mode
+        assert np.abs(train_t - eval_t).max() > 1e-3
+    # running statistics were updated identically (biased variance, bn_mom 0.9) ...
+    t_params, g_params = tt.export_params(t), gt.export_params(g)
+    for key in t_params:
+        if "running" in key:
+            np.testing.assert_allclose(g_params[key], t_params[key], rtol=1e-4, atol=1e-6)
+    # ... so eval-mode outputs still agree after the training steps
+    x = _input(t, seed=7)
+    t.eval()
+    np.testing.assert_allclose(g(mx.nd.array(x)).asnumpy(),
+                               t(torch.from_numpy(x)).detach().numpy(), atol=TOL)
+
+
+@pytest.mark.parametrize("name", ["smallcnn", "mobilefacenet", "iresnet18"])
+def test_train_mode_forward_matches_in_float64(name):
+    t, g = _pair(name)
+    t.double()
+    g.cast("float64")
+    x = _input(t).astype(np.float64)
+    for _ in range(2):
+        t.train()
+        out_t = t(torch.from_numpy(x)).detach().numpy()
+        with autograd.record():
+            out_g = g(mx.nd.array(x, dtype="float64")).asnumpy()
+        assert np.abs(out_t - out_g).max() <= TOL
+
+
+def test_gluon_to_torch_roundtrip_is_exact():
+    t, g = _pair("smallcnn")
+    for params in (gt.export_params(g),):
+        for value in params.values():
+            value += np.random.RandomState(0).normal(size=value.shape).astype(value.dtype)
+        gt.import_params(g, params)
+        tt.import_params(t, gt.export_params(g))
+        back = tt.export_params(t)
+        assert all(np.array_equal(back[k], params[k]) for k in params)
+
+
+@pytest.mark.parametrize("tr", [tt, gt], ids=["torch", "gluon"])
+def test_import_errors_list_missing_unexpected_and_mismatched(tr):
+    model = (tb if tr is tt else gb).build_backbone("smallcnn", embedding_size=8, image_size=32)
+    params = tr.export_params(model)
+    del params["body.0.conv.weight"]
+    params["body.9.conv.weight"] = np.zeros(3, np.float32)
+    params["fc.bias"] = np.zeros(9, np.float32)
+    with pytest.raises(ValueError) as info:
+        tr.import_params(model, params)
+    text = str(info.value)
+    assert "missing 1: body.0.conv.weight" in text
+    assert "unexpected 1: body.9.conv.weight" in text
+    assert "fc.bias: model (8,) vs given (9,)" in text
+
+
+def test_gluon_export_of_uninitialised_model_is_an_error():
+    from gluon_impl.backbones.smallcnn import SmallCNN
+
+    with pytest.raises(ValueError, match="not initialised"):
+        gt.export_params(SmallCNN(embedding_size=8, image_size=32))
