@@ -26,6 +26,7 @@ import numpy as np
 from mxnet.gluon import nn
 
 from .backbones import build_backbone
+from .backbones.layers import PReLU
 from .transfer import canonical_params
 
 MXNET_BN_EPS = 1e-3  # mx.sym.BatchNorm's default eps, used where a node gives none
@@ -139,7 +140,7 @@ def _expected_attrs(layer) -> tuple[str, dict]:
                                "no_bias": k["no_bias"]}
     if isinstance(layer, nn.BatchNorm):
         return "BatchNorm", {"eps": k["eps"], "fix_gamma": k["fix_gamma"]}
-    if isinstance(layer, nn.PReLU):
+    if isinstance(layer, PReLU):
         return "LeakyReLU", {"act_type": "prelu"}
     if isinstance(layer, nn.Dense):
         return "FullyConnected", {"num_hidden": layer._units, "no_bias": layer.bias is None}

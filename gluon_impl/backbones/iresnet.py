@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from functools import partial
 
-from mxnet import init
 from mxnet.gluon import nn
 
-from .layers import BatchNorm1d, BatchNorm2d
+from .layers import BatchNorm1d, BatchNorm2d, PReLU
 from .registry import check_bn_mom, check_sizes, register_backbone
 
 IRESNET_LAYERS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 14, 3), 100: (3, 13, 30, 3)}
@@ -24,7 +23,7 @@ class IBasicBlock(nn.HybridBlock):
         self.bn1 = BatchNorm2d(inplanes, eps=EPS, bn_mom=bn_mom)
         self.conv1 = conv3x3(inplanes, planes)
         self.bn2 = BatchNorm2d(planes, eps=EPS, bn_mom=bn_mom)
-        self.prelu = nn.PReLU(init.Constant(0.25), in_channels=planes)
+        self.prelu = PReLU(planes)
         self.conv2 = conv3x3(planes, planes, stride)
         self.bn3 = BatchNorm2d(planes, eps=EPS, bn_mom=bn_mom)
         self.downsample = None
@@ -52,7 +51,7 @@ class IResNet(nn.HybridBlock):
         self.raw_input = False
         self.conv1 = nn.Conv2D(64, 3, 1, 1, use_bias=False, in_channels=3)
         self.bn1 = BatchNorm2d(64, eps=EPS, bn_mom=bn_mom)
-        self.prelu = nn.PReLU(init.Constant(0.25), in_channels=64)
+        self.prelu = PReLU(64)
         inplanes = 64
         for i, (planes, count) in enumerate(zip((64, 128, 256, 512), IRESNET_LAYERS[depth])):
             layer = nn.HybridSequential()

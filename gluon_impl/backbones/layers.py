@@ -26,6 +26,25 @@ class BatchNorm1d(BatchNorm2d):
     """BatchNorm over N x C (axis 1): the same op in MXNet; named for the torch mirror."""
 
 
+class PReLU(nn.HybridBlock):
+    """Per-channel PReLU on N x C x H x W: relu(x) - alpha * relu(-x); alpha starts at 0.25.
+
+    Not ``gluon.nn.PReLU``: in MXNet 1.9.1 its op (LeakyReLU act_type='prelu') returns a
+    wrong alpha gradient for some layers once hybridised (measured: 0.75 relative error on
+    SmallCNN's last block against torch; tests/test_backbones.py checks the gradients). The
+    parameter keeps the name ``alpha`` so transfer and the InsightFace import see no change.
+    """
+
+    def __init__(self, channels: int, alpha: float = 0.25):
+        super().__init__()
+        self.channels = channels
+        self.alpha = self.params.get("alpha", shape=(channels,), init=init.Constant(alpha))
+
+    def hybrid_forward(self, F, x, alpha):
+        a = F.reshape(alpha, shape=(1, -1, 1, 1))
+        return F.relu(x) - F.broadcast_mul(a, F.relu(-x))
+
+
 class ConvBlock(nn.HybridBlock):
     """conv (no bias) -> BN -> PReLU (per channel); InsightFace's ``Conv`` unit.
 
@@ -39,7 +58,7 @@ class ConvBlock(nn.HybridBlock):
         self.conv = nn.Conv2D(channels, kernel, stride, pad, groups=groups, use_bias=False,
                               in_channels=in_channels)
         self.bn = BatchNorm2d(channels, eps=eps, bn_mom=bn_mom)
-        self.prelu = nn.PReLU(init.Constant(0.25), in_channels=channels) if act else None
+        self.prelu = PReLU(channels) if act else None
 
     def hybrid_forward(self, F, x):
         x = self.bn(self.conv(x))

@@ -1,0 +1,252 @@
+"""Result tables of the comparison harness: per-cell JSON, then CSV + Markdown, all atomic.
+
+Layout under ``results/<dataset>/``:
+
+- ``cells/<loss>__<backend>.json``: one finished (or failed) cell: its config and hash, the
+  training history (per-step loss/accuracy/LR, per-epoch evaluation), final evaluation per
+  verification target (with the ROC curve) and timings. The tables are rebuilt from these files,
+  so a rerun with the same config skips finished cells and an interrupted run loses nothing.
+- ``results.csv``: one row per (target, loss, backend); ``#`` lines on top carry the metadata
+  (config, seed, git commit, package versions, CPU). Read with ``pandas.read_csv(p, comment="#")``.
+- ``results.md``: the same as Markdown tables, one per verification target.
+
+Every file is written with ``common.trainloop.atomic_write_bytes`` (temp file + fsync + rename).
+Timing columns (img/s, head ms, wall s) differ between runs; every other column is a pure
+function of the config on deterministic kernels: the same command twice gives bit-identical
+metric columns per backend on this CPU build (tests/test_resume.py checks it across a kill -9).
+What would break that: a different thread count (oneDNN and OpenMP reductions change their
+summation order), another CPU ISA (AVX2 vs AVX-512 kernels), GPU atomics (scatter/index_add in
+centre-loss updates, cuDNN algorithm search) and a regenerated data set (new mtime: new hash).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import os
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from common.trainloop import atomic_write_bytes
+
+COLUMNS = [
+    "target", "loss", "backend", "status", "acc_mean", "acc_std", "val", "val_std", "far",
+    "eer", "auc", "final_train_loss", "final_train_acc", "acc_diff_vs_other", "img_per_s",
+    "head_ms_per_step", "wall_s", "epochs", "steps", "seed", "config_hash", "message",
+]
+PACKAGES = ("numpy", "torch", "mxnet", "scipy", "opencv-python-headless", "pandas", "matplotlib")
+
+
+def config_hash(config: dict) -> str:
+    """Stable 12-hex hash of a JSON-able config (key order does not matter)."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def git_commit(root: Path | None = None) -> str:
+    root = root or Path(__file__).resolve().parents[1]
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=10)
+        commit = out.stdout.strip() or "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=root, capture_output=True, text=True, timeout=10)
+        return commit + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment() -> dict:
+    """Git commit, package versions, CPU and Python: what a reader needs to trust a number."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return {"git_commit": git_commit(), "python": platform.python_version(),
+            "packages": versions, "cpu": cpu_name(), "platform": platform.platform(),
+            "threads": os.environ.get("OMP_NUM_THREADS", "unset")}
+
+
+def cell_path(out_dir: Path, loss: str, backend: str) -> Path:
+    return Path(out_dir) / "cells" / f"{loss.replace('+', '_plus_')}__{backend}.json"
+
+
+def write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, json.dumps(obj, indent=1, sort_keys=True).encode("utf-8"))
+
+
+def read_cell(path: Path) -> dict | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def is_done(out_dir: Path, loss: str, backend: str, cell_hash: str) -> bool:
+    """A finished cell with this exact config exists (failed cells are retried)."""
+    cell = read_cell(cell_path(out_dir, loss, backend))
+    return bool(cell and cell.get("config_hash") == cell_hash and cell.get("status") == "ok")
+
+
+def load_cells(out_dir: Path, family_hash: str) -> list[dict]:
+    """Cells written with the same run config (everything but loss and backend)."""
+    cells = []
+    for p in sorted((Path(out_dir) / "cells").glob("*.json")):
+        cell = read_cell(p)
+        if cell and cell.get("family_hash") == family_hash:
+            cells.append(cell)
+    return cells
+
+
+def rows_from_cells(cells: list[dict]) -> list[dict]:
+    """Flatten cells into table rows; adds the accuracy difference between the two backends."""
+    rows = []
+    for cell in cells:
+        history = cell.get("history") or {}
+        timing = history.get("timing", {})
+        steps = history.get("steps", {}).get("loss", [])
+        accs = history.get("steps", {}).get("acc", [])
+        last_epoch = (history.get("epochs") or [{}])[-1]
+        base = {
+            "loss": cell["loss"], "backend": cell["backend"], "status": cell["status"],
+            "final_train_loss": last_epoch.get("train_loss", steps[-1] if steps else math.nan),
+            "final_train_acc": last_epoch.get("train_acc", accs[-1] if accs else math.nan),
+            "img_per_s": (timing["images"] / timing["seconds"]
+                          if timing.get("seconds") else math.nan),
+            "head_ms_per_step": (1000 * timing["head_seconds"] / timing["head_steps"]
+                                 if timing.get("head_steps") else math.nan),
+            "wall_s": timing.get("wall_seconds", math.nan),
+            "epochs": len(history.get("epochs", [])), "steps": len(steps),
+            "seed": cell["config"]["seed"], "config_hash": cell["config_hash"],
+            "message": cell.get("message", ""),
+        }
+        finals = cell.get("final_eval") or {}
+        targets = sorted(finals) or sorted(cell.get("targets", [])) or ["-"]
+        for target in targets:
+            m = finals.get(target, {})
+            rows.append({**base, "target": target,
+                         **{k: m.get(k, math.nan)
+                            for k in ("acc_mean", "acc_std", "val", "val_std", "far", "eer",
+                                      "auc")}})
+    by_key = {(r["target"], r["loss"], r["backend"]): r for r in rows}
+    for r in rows:
+        others = [o for (t, lo, b), o in by_key.items()
+                  if t == r["target"] and lo == r["loss"] and b != r["backend"]]
+        r["acc_diff_vs_other"] = (r["acc_mean"] - others[0]["acc_mean"]) if others else math.nan
+    rows.sort(key=lambda r: (r["target"], r["loss"], r["backend"]))
+    return rows
+
+
+def _fmt(v, digits=4):
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.{digits}f}"
+    return str(v)
+
+
+def to_csv(rows: list[dict], meta: dict) -> str:
+    buf = io.StringIO()
+    for key in sorted(meta):
+        buf.write(f"# {key}: {json.dumps(meta[key], sort_keys=True)}\n")
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: (repr(r[k]) if isinstance(r[k], float) else r[k]) for k in COLUMNS})
+    return buf.getvalue()
+
+
+MD_COLUMNS = [
+    ("loss", "loss"), ("backend", "backend"), ("status", "status"), ("acc_mean", "acc"),
+    ("acc_std", "+-"), ("val", "VAL@FAR=1e-3"), ("eer", "EER"), ("acc_diff_vs_other", "acc diff"),
+    ("final_train_loss", "train loss"), ("img_per_s", "img/s"),
+    ("head_ms_per_step", "head ms/step"), ("wall_s", "wall s"),
+]
+
+
+def to_markdown(rows: list[dict], meta: dict, title: str) -> str:
+    lines = [f"# {title}", ""]
+    cfg = meta.get("config", {})
+    env = meta.get("environment", {})
+    lines.append("Config: " + ", ".join(f"`{k}={cfg[k]}`" for k in sorted(cfg)))
+    lines.append("")
+    lines.append(f"Commit `{env.get('git_commit', '?')}`, CPU {env.get('cpu', '?')}, "
+                 + ", ".join(f"{k} {v}" for k, v in sorted(env.get("packages", {}).items())))
+    if meta.get("command"):
+        lines += ["", f"Command: `{meta['command']}`"]
+    lines.append("")
+    lines.append("acc = 10-fold verification accuracy (mean, +- std); acc diff = this backend "
+                 "minus the other; img/s = training throughput without warm-up steps; head "
+                 "ms/step = loss forward + backward.")
+    for target in sorted({r["target"] for r in rows}):
+        lines += ["", f"## {target}", ""]
+        lines.append("| " + " | ".join(h for _, h in MD_COLUMNS) + " |")
+        lines.append("|" + "---|" * len(MD_COLUMNS))
+        for r in rows:
+            if r["target"] != target:
+                continue
+            cells = []
+            for key, _ in MD_COLUMNS:
+                v = r[key]
+                digits = 1 if key in ("img_per_s", "wall_s") else (2 if key.endswith("ms_per_step")
+                                                                  else 4)
+                cells.append(_fmt(v, digits))
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(out_dir: Path, rows: list[dict], meta: dict, title: str) -> tuple[Path, Path]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path, md_path = out_dir / "results.csv", out_dir / "results.md"
+    atomic_write_bytes(csv_path, to_csv(rows, meta).encode("utf-8"))
+    atomic_write_bytes(md_path, to_markdown(rows, meta, title).encode("utf-8"))
+    return csv_path, md_path
+
+
+def result_path(out_dir: Path, loss: str, backend: str, target: str) -> Path:
+    return cell_path(out_dir, loss, backend).with_suffix(f".{target}.npz")
+
+
+def save_result(path: Path, result) -> None:
+    """A ``VerificationResult`` (without its ``unflipped`` twin) as an atomic ``.npz``."""
+    import dataclasses
+
+    fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(result)
+              if f.name != "unflipped"}
+    fields["flip"] = -1 if fields["flip"] is None else int(fields["flip"])
+    buf = io.BytesIO()
+    np.savez(buf, **fields)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_result(path: Path):
+    """Inverse of ``save_result``: a ``VerificationResult`` for ``bench.verification_plots``."""
+    from common.verification import VerificationResult
+
+    with np.load(path, allow_pickle=False) as z:
+        fields = {k: z[k] for k in z.files}
+    for k, v in fields.items():
+        if v.ndim == 0:
+            fields[k] = v.item()
+    fields["flip"] = None if fields["flip"] == -1 else bool(fields["flip"])
+    return VerificationResult(**fields)

@@ -1,0 +1,148 @@
+"""One Gluon training step, evaluation embedding and checkpoint state for ``common.trainloop``.
+
+Mirrors ``pytorch_impl/train.py`` (same names, order, update rule; see its docstring). The
+update is written out here rather than taken from ``mx.optimizer.SGD``: MXNet's rule
+``mom = m * mom - lr * (g + wd * w); w += mom`` folds the learning rate into the momentum
+buffer, so it departs from PyTorch's ``buf = m * buf + (g + wd * w); w -= lr * buf`` as soon as
+the LR changes (warm-up, decay). The backbone is hybridised with ``static_alloc``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import mxnet as mx
+import numpy as np
+from mxnet import autograd, nd
+
+from .losses.base import load_loss_state, loss_state
+
+
+@dataclass
+class StepOutput:
+    loss: float
+    correct: int  # argmax of the class-weight logits == label; -1 when the loss has no weight
+    head_seconds: float  # loss forward + backward, synchronised
+
+
+def _named_trainable(backbone, loss):
+    named = [("backbone." + k, p) for k, p in backbone._collect_params_with_prefix().items()]
+    named += [("loss." + k, p) for k, p in loss._collect_params_with_prefix().items()]
+    return [(k, p) for k, p in named if p.grad_req != "null"]
+
+
+def class_logits(embeddings, weight, normalized: bool):
+    """Logits used for training accuracy: cos(x, W_j) for losses that normalise W, else W.x."""
+    if normalized:
+        embeddings = nd.L2Normalization(embeddings, mode="instance")
+        weight = nd.L2Normalization(weight, mode="instance")
+    return nd.dot(embeddings, weight, transpose_b=True)
+
+
+class Trainer:
+    """Backbone + loss head + SGD; the same constructor and methods as ``pytorch_impl.train``."""
+
+    def __init__(self, backbone, loss, momentum: float = 0.9, weight_decay: float = 5e-4,
+                 hybridize: bool = True):
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+        if weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+        self.backbone = backbone
+        self.loss = loss
+        if hybridize:
+            backbone.hybridize(static_alloc=True)
+        self.named_params = _named_trainable(backbone, loss)
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.lr = 0.0
+        self.buffers: dict[str, nd.NDArray] = {}
+        # a joint objective (arcface+center) predicts with its base loss's weight
+        self.normalized_weight = bool(getattr(getattr(loss, "base", loss), "normalize_weight",
+                                              True))
+
+    def set_lr(self, lr: float) -> None:
+        self.lr = lr
+
+    def _sgd_update(self) -> None:
+        for name, p in self.named_params:
+            w = p.data()
+            g = p.grad()
+            if p.shape is not None and len(p.shape) > 1 and self.weight_decay:
+                g = g + self.weight_decay * w
+            buf = self.buffers.get(name)
+            # torch clones g into a fresh buffer on the first step (no momentum * 0 term)
+            buf = g.copy() if buf is None else self.momentum * buf + g
+            self.buffers[name] = buf
+            w[:] = w - self.lr * buf
+
+    def train_step(self, images: np.ndarray, labels: np.ndarray) -> StepOutput:
+        """Forward, backward, NaN check, SGD step, ``loss.step``; no update if non-finite."""
+        x = nd.array(images, dtype="float32")
+        # MXNet's pick/one_hot/comparison ops take labels as float32 (exact below 2**24)
+        y = nd.array(labels, dtype="float32")
+        with autograd.record(train_mode=True):
+            emb = self.backbone(x)
+        emb.wait_to_read()
+        # a diverged backbone stops here, before the loss's own input check raises
+        if not bool(nd.contrib.isfinite(emb).min().asscalar()):
+            return StepOutput(float("nan"), -1, 0.0)
+        # the head runs on a detached copy so its time is measured alone; chaining its input
+        # gradient into emb.backward gives exactly the gradient of the joint graph
+        head_in = emb.detach()
+        head_in.attach_grad()
+        start = time.perf_counter()
+        with autograd.record(train_mode=True):
+            value = self.loss(head_in, y)
+        value.backward()
+        head_in.grad.wait_to_read()
+        head_seconds = time.perf_counter() - start
+        loss_value = float(value.asnumpy().reshape(-1)[0])
+        if not np.isfinite(loss_value):
+            return StepOutput(loss_value, -1, head_seconds)
+        emb.backward(head_in.grad)
+        self._sgd_update()
+        self.loss.step(head_in.detach(), y)
+        correct = -1
+        weight = getattr(self.loss, "weight", None)
+        if weight is not None:
+            w = weight.data() if isinstance(weight, mx.gluon.Parameter) else weight
+            pred = class_logits(head_in, w, self.normalized_weight).argmax(axis=1)
+            correct = int((pred == y).sum().asscalar())
+        return StepOutput(loss_value, correct, head_seconds)
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        """Embeddings in inference mode (BatchNorm running statistics), float32 N x D."""
+        return self.backbone(nd.array(images, dtype="float32")).asnumpy()
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Everything a resume needs: weights, buffers, momentum, loss state, as NumPy."""
+        out = {f"backbone/{k}": p.data().asnumpy()
+               for k, p in self.backbone._collect_params_with_prefix().items()}
+        out.update({f"loss/{k}": p.data().asnumpy()
+                    for k, p in self.loss._collect_params_with_prefix().items()})
+        for name, buf in self.buffers.items():
+            out[f"momentum/{name}"] = buf.asnumpy()
+        out.update({f"lossstate/{k}": v for k, v in loss_state(self.loss).items()})
+        return out
+
+    def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Inverse of ``state_arrays``; a missing or unexpected key raises ValueError."""
+        expected = {k for k in self.state_arrays() if not k.startswith("momentum/")}
+        missing = sorted(expected - set(arrays))
+        if missing:
+            raise ValueError(f"checkpoint lacks {len(missing)} arrays: {missing[:8]}")
+        for prefix, block in (("backbone/", self.backbone), ("loss/", self.loss)):
+            params = block._collect_params_with_prefix()
+            unexpected = sorted(k for k in arrays if k.startswith(prefix)
+                                and k[len(prefix):] not in params)
+            if unexpected:
+                raise ValueError(f"checkpoint has unexpected arrays: {unexpected[:8]}")
+            for k, p in params.items():
+                p.set_data(nd.array(arrays[prefix + k], dtype=p.dtype))
+        self.buffers = {k[len("momentum/"):]: nd.array(v, dtype=v.dtype)
+                        for k, v in arrays.items() if k.startswith("momentum/")}
+        lstate = {k[len("lossstate/"):]: v for k, v in arrays.items()
+                  if k.startswith("lossstate/")}
+        load_loss_state(self.loss, lstate)

@@ -1,0 +1,146 @@
+"""One PyTorch training step, evaluation embedding and checkpoint state for ``common.trainloop``.
+
+The loop itself (epochs, data order, flips, LR schedule, NaN stop, checkpoints, progress) is
+framework-free in ``common/trainloop.py`` so that it cannot drift between backends; this file and
+``gluon_impl/train.py`` hold only what must differ, in the same order and with the same names.
+
+Optimiser: SGD, momentum 0.9, weight decay 5e-4, PyTorch's rule
+
+    g = grad + wd * w;   buf = momentum * buf + g;   w = w - lr * buf
+
+(``gluon_impl.train`` applies the very same rule by hand, because MXNet's ``sgd`` keeps
+``lr * g`` inside the momentum buffer, which differs whenever the LR changes, e.g. in warm-up).
+Weight decay applies to tensors with ``ndim > 1`` only (conv/linear kernels, class weights);
+biases, BatchNorm gamma/beta and PReLU slopes are not decayed (the "no bias decay" of
+Goyal et al. 2017), decided by shape so both backends pick the same tensors.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .losses.base import load_loss_state, loss_state
+
+
+@dataclass
+class StepOutput:
+    loss: float
+    correct: int  # argmax of the class-weight logits == label; -1 when the loss has no weight
+    head_seconds: float  # loss forward + backward, synchronised
+
+
+def _named_trainable(backbone, loss):
+    named = [("backbone." + k, p) for k, p in backbone.named_parameters()]
+    named += [("loss." + k, p) for k, p in loss.named_parameters()]
+    return [(k, p) for k, p in named if p.requires_grad]
+
+
+def class_logits(embeddings, weight, normalized: bool):
+    """Logits used for training accuracy: cos(x, W_j) for losses that normalise W, else W.x."""
+    if normalized:
+        embeddings = torch.nn.functional.normalize(embeddings, dim=1)
+        weight = torch.nn.functional.normalize(weight, dim=1)
+    return embeddings @ weight.t()
+
+
+class Trainer:
+    """Backbone + loss head + SGD; the same constructor and methods as ``gluon_impl.train``."""
+
+    def __init__(self, backbone, loss, momentum: float = 0.9, weight_decay: float = 5e-4,
+                 hybridize: bool = True):
+        del hybridize  # a Gluon-only switch; accepted so both constructors read alike
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+        if weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+        self.backbone = backbone
+        self.loss = loss
+        self.named_params = _named_trainable(backbone, loss)
+        decay = [p for _, p in self.named_params if p.ndim > 1]
+        no_decay = [p for _, p in self.named_params if p.ndim <= 1]
+        self.optimizer = torch.optim.SGD(
+            [{"params": decay, "weight_decay": weight_decay},
+             {"params": no_decay, "weight_decay": 0.0}],
+            lr=0.0, momentum=momentum, weight_decay=weight_decay,
+        )
+        # a joint objective (arcface+center) predicts with its base loss's weight
+        self.normalized_weight = bool(getattr(getattr(loss, "base", loss), "normalize_weight",
+                                              True))
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def train_step(self, images: np.ndarray, labels: np.ndarray) -> StepOutput:
+        """Forward, backward, NaN check, SGD step, ``loss.step``; no update if non-finite."""
+        self.backbone.train()
+        self.loss.train()
+        x = torch.from_numpy(images)
+        y = torch.from_numpy(labels.astype(np.int64))
+        self.optimizer.zero_grad(set_to_none=True)
+        emb = self.backbone(x)
+        # a diverged backbone stops here, before the loss's own input check raises
+        if not bool(torch.isfinite(emb).all()):
+            return StepOutput(float("nan"), -1, 0.0)
+        # the head runs on a detached copy so its time is measured alone; chaining its input
+        # gradient into emb.backward gives exactly the gradient of the joint graph
+        head_in = emb.detach().requires_grad_(True)
+        start = time.perf_counter()
+        value = self.loss(head_in, y)
+        value.backward()
+        head_seconds = time.perf_counter() - start
+        loss_value = float(value.detach())
+        if not np.isfinite(loss_value):
+            return StepOutput(loss_value, -1, head_seconds)
+        emb.backward(head_in.grad)
+        self.optimizer.step()
+        with torch.no_grad():
+            self.loss.step(head_in.detach(), y)
+            correct = -1
+            weight = getattr(self.loss, "weight", None)
+            if weight is not None:
+                pred = class_logits(head_in, weight, self.normalized_weight).argmax(1)
+                correct = int((pred == y).sum())
+        return StepOutput(loss_value, correct, head_seconds)
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        """Embeddings in inference mode (BatchNorm running statistics), float32 N x D."""
+        self.backbone.eval()
+        with torch.no_grad():
+            return self.backbone(torch.from_numpy(np.ascontiguousarray(images))).numpy()
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Everything a resume needs: weights, buffers, momentum, loss state, as NumPy."""
+        out = {f"backbone/{k}": v.detach().numpy().copy()
+               for k, v in self.backbone.state_dict().items()}
+        out.update({f"loss/{k}": v.detach().numpy().copy()
+                    for k, v in self.loss.state_dict().items()})
+        for name, p in self.named_params:
+            buf = self.optimizer.state.get(p, {}).get("momentum_buffer")
+            if buf is not None:
+                out[f"momentum/{name}"] = buf.detach().numpy().copy()
+        out.update({f"lossstate/{k}": v for k, v in loss_state(self.loss).items()})
+        return out
+
+    def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Inverse of ``state_arrays``; a missing or unexpected key raises ValueError."""
+        expected = {k for k in self.state_arrays() if not k.startswith("momentum/")}
+        missing = sorted(expected - set(arrays))
+        if missing:
+            raise ValueError(f"checkpoint lacks {len(missing)} arrays: {missing[:8]}")
+        for prefix, module in (("backbone/", self.backbone), ("loss/", self.loss)):
+            sd = {k[len(prefix):]: torch.from_numpy(np.array(v))
+                  for k, v in arrays.items() if k.startswith(prefix)}
+            module.load_state_dict(sd, strict=True)
+        for name, p in self.named_params:
+            key = f"momentum/{name}"
+            if key in arrays:
+                self.optimizer.state[p]["momentum_buffer"] = torch.from_numpy(
+                    np.array(arrays[key]))
+        lstate = {k[len("lossstate/"):]: v for k, v in arrays.items()
+                  if k.startswith("lossstate/")}
+        load_loss_state(self.loss, lstate)

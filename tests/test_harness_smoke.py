@@ -1,0 +1,75 @@
+"""The whole harness end to end on a tiny generated set: the default losses x both backends.
+
+``python -m bench run`` in-process (the real CLI, data layer, losses, backbones, verification and
+plots), then the same command again, which must skip every finished cell and rewrite identical
+tables.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from bench.cli import main
+from bench.harness import default_losses, known_losses
+from common.synthetic import generate
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("smoke")
+    generate(root / "tiny", num_identities=8, images_per_identity=6, heldout_identities=6,
+             num_pairs=40, image_size=32, difficulty=0.5, seed=1, progress=False)
+    return root
+
+
+def command(root, *extra):
+    return ["run", "--data", str(root / "tiny"), "--results", str(root / "results"),
+            "--runs", str(root / "runs"), "--image-size", "32", "--width", "4",
+            "--embedding-size", "32", "--epochs", "2", "--batch-size", "12", "--pk", "3",
+            "--lr", "0.05", "--no-progress", *extra]
+
+
+def test_every_loss_both_backends_end_to_end(tiny, capsys):
+    assert main(command(tiny)) == 0
+    out = tiny / "results" / "tiny"
+    table = pd.read_csv(out / "results.csv", comment="#")
+    losses = default_losses(known_losses())  # joint combinations: tests/test_train_parity
+    assert len(table) == 2 * len(losses)
+    assert set(table["loss"]) == set(losses)
+    assert set(table["backend"]) == {"pytorch", "gluon"}
+    assert (table["status"] == "ok").all(), table[table["status"] != "ok"]["message"].tolist()
+    assert table["acc_mean"].between(0.0, 1.0).all()
+    assert table["eer"].between(0.0, 1.0).all()
+    assert (table["img_per_s"] > 0).all() and (table["wall_s"] > 0).all()
+    assert (table["steps"] == 2 * (8 * 6 // 12)).all()  # 2 epochs of 4 batches
+    # the difference column pairs each backend with the other one
+    for _, r in table.iterrows():
+        other = table[(table["loss"] == r["loss"]) & (table["backend"] != r["backend"])]
+        assert math.isclose(r["acc_diff_vs_other"], r["acc_mean"] - other["acc_mean"].iloc[0])
+    header = (out / "results.csv").read_text().splitlines()[:8]
+    assert any(h.startswith("# environment:") and "git_commit" in h for h in header)
+    assert any(h.startswith("# config:") and '"seed": 0' in h for h in header)
+    md = (out / "results.md").read_text()
+    assert "| arcface | gluon | ok |" in md
+    for fig in ("curves.png", "accuracy_bars.png", "roc/lfw__arcface.png"):
+        assert (out / fig).stat().st_size > 1000, fig
+    assert not list((tiny / "runs" / "tiny").glob("*.ckpt.npz")), "finished cells keep no ckpt"
+
+    before = (out / "results.csv").read_bytes()
+    capsys.readouterr()
+    assert main(command(tiny, "--no-plots")) == 0
+    log = capsys.readouterr().out
+    assert log.count("[skip]") == 2 * len(losses)
+    assert (out / "results.csv").read_bytes() == before
+
+
+def test_feature_space_figures(tiny):
+    code = main(["features", "--data", str(tiny / "tiny"), "--results", str(tiny / "feat"),
+                 "--losses", "softmax,center", "--identities", "4", "--image-size", "32",
+                 "--width", "4", "--epochs", "1", "--batch-size", "12", "--no-progress"])
+    assert code == 0
+    for dim in (2, 3):
+        assert (tiny / "feat" / "tiny" / f"features_{dim}d.png").stat().st_size > 5000
