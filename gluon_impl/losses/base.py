@@ -1,0 +1,268 @@
+"""Registry, argument checks, the ``MarginSoftmax`` base and the loss-state exchange (Gluon).
+
+Mirror of ``pytorch_impl/losses/base.py`` (same names, defaults and error texts); the maths
+and its references are documented there. Losses are HybridBlocks: training state lives in
+Parameters with grad_req='null', updated outside the graph by ``step``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable
+
+import mxnet as mx
+import numpy as np
+from mxnet import gluon, nd
+
+from .. import ops
+
+_REGISTRY: dict[str, type] = {}
+INTEGER_STATE = ("iteration",)  # stored as float Parameters, exchanged as int64
+
+
+def register_loss(name: str) -> Callable[[type], type]:
+    """Class decorator: make the loss buildable as ``build_loss(name, ...)``."""
+
+    def deco(cls: type) -> type:
+        if name in _REGISTRY:
+            raise ValueError(f"loss {name!r} is already registered ({_REGISTRY[name].__name__})")
+        _REGISTRY[name] = cls
+        cls.registered_name = name
+        return cls
+
+    return deco
+
+
+def list_losses() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def loss_class(name: str) -> type:
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown loss {name!r}; known losses: {', '.join(list_losses())}")
+    return _REGISTRY[name]
+
+
+def build_loss(name: str, num_classes: int, embedding_size: int, **hyperparams):
+    """Build a registered loss; unknown names or hyper-parameters raise ValueError."""
+    cls = loss_class(name)
+    allowed = cls.hyperparameters()
+    unknown = sorted(set(hyperparams) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"{cls.__name__}: unknown hyper-parameter(s) {', '.join(unknown)}; "
+            f"allowed: {', '.join(f'{k}={v!r}' for k, v in allowed.items()) or 'none'}"
+        )
+    return cls(num_classes=num_classes, embedding_size=embedding_size, **hyperparams)
+
+
+# ---- argument checks (same texts in pytorch_impl/losses/base.py) ---------------------------
+
+def check_real(owner: str, name: str, value, lo: float, hi: float,
+               lo_open: bool = False, hi_open: bool = False) -> float:
+    """``value`` must be a finite real in the interval; returns it as float."""
+    lb, rb = "(" if lo_open else "[", ")" if hi_open else "]"
+    interval = f"{lb}{lo:g}, {hi:g}{rb}"
+    ok = isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)
+    if ok:
+        v = float(value)
+        ok = (math.isfinite(v) and (v > lo if lo_open else v >= lo)
+              and (v < hi if hi_open else v <= hi))
+    if not ok:
+        raise ValueError(f"{owner}: argument '{name}' must be a real number in {interval}, "
+                         f"got {value!r}")
+    return float(value)
+
+
+def check_int(owner: str, name: str, value, lo: int, hi: int) -> int:
+    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool) and lo <= value <= hi
+    if not ok:
+        raise ValueError(f"{owner}: argument '{name}' must be an integer in [{lo}, {hi}], "
+                         f"got {value!r}")
+    return int(value)
+
+
+def check_bool(owner: str, name: str, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{owner}: argument '{name}' must be True or False, got {value!r}")
+    return bool(value)
+
+
+MAX_SIZE = 2**31 - 1
+
+
+class Loss(gluon.HybridBlock):
+    """Shared part of every loss (see pytorch_impl.losses.base.Loss).
+
+    Subclasses implement ``hybrid_forward(F, x, labels, **params)``; ``forward`` checks
+    NDArray inputs (not the Symbols of a hybridized child) before the graph runs.
+    """
+
+    requires_pk_batches = False
+    state_names: tuple[str, ...] = ()
+
+    def __init__(self, num_classes: int, embedding_size: int):
+        super().__init__()
+        owner = type(self).__name__
+        self.num_classes = check_int(owner, "num_classes", num_classes, 1, MAX_SIZE)
+        self.embedding_size = check_int(owner, "embedding_size", embedding_size, 1, MAX_SIZE)
+        self.check_enabled = True
+
+    @classmethod
+    def hyperparameters(cls) -> dict:
+        """Constructor arguments other than the sizes, with their defaults."""
+        params = inspect.signature(cls.__init__).parameters
+        return {k: p.default for k, p in params.items()
+                if k not in ("self", "num_classes", "embedding_size")
+                and p.kind is p.POSITIONAL_OR_KEYWORD}
+
+    def check_inputs(self, x, labels) -> None:
+        owner = type(self).__name__
+        if not isinstance(x, nd.NDArray) or x.ndim != 2 or x.shape[1] != self.embedding_size:
+            shape = tuple(x.shape) if hasattr(x, "shape") else type(x).__name__
+            raise ValueError(f"{owner}: embeddings must have shape (B, {self.embedding_size}), "
+                             f"got {shape}")
+        lab = labels.asnumpy() if isinstance(labels, nd.NDArray) else None
+        if lab is None or lab.ndim != 1 or lab.shape[0] != x.shape[0] \
+                or not np.array_equal(lab, np.round(lab)):
+            shape = tuple(labels.shape) if hasattr(labels, "shape") else type(labels).__name__
+            raise ValueError(f"{owner}: labels must be integers of shape ({x.shape[0]},), "
+                             f"got {shape}")
+        if x.shape[0] == 0:
+            raise ValueError(f"{owner}: the batch is empty")
+        lo, hi = int(lab.min()), int(lab.max())
+        if lo < 0 or hi >= self.num_classes:
+            raise ValueError(f"{owner}: labels must be in [0, {self.num_classes}), "
+                             f"got values in [{lo}, {hi}]")
+        if not np.isfinite(x.asnumpy()).all():
+            raise ValueError(f"{owner}: embeddings contain NaN or Inf")
+
+    def forward(self, x, labels):
+        if self.check_enabled and isinstance(x, nd.NDArray):
+            self.check_inputs(x, labels)
+        return super().forward(x, labels)
+
+    def step(self, x, labels) -> None:
+        """Advance training state after an optimiser step; stateless losses do nothing."""
+
+    def state_items(self) -> dict:
+        return {name: getattr(self, name) for name in self.state_names}
+
+
+class MarginSoftmax(Loss):
+    """Gluon twin of ``pytorch_impl.losses.base.MarginSoftmax`` (formula documented there).
+
+    ``target_logit(F, cos, **params)`` is the hook; ``params`` are the block's Parameters
+    (SphereFace reads ``iteration``).
+    """
+
+    normalize_weight = True
+    normalize_embedding = True
+    scale_by_norm = False
+    target_logit = None
+    uses_norm = False  # True: the hook is target_logit(F, cos_y, |x|, **params)
+    softmax_family = True
+    state_names = ("weight",)
+
+    def __init__(self, num_classes: int, embedding_size: int, scale: float | None = None):
+        super().__init__(num_classes, embedding_size)
+        self.scale = None if scale is None else check_real(
+            type(self).__name__, "scale", scale, 0.0, 1e6, lo_open=True)
+        self.weight = self.params.get("weight", shape=(num_classes, embedding_size),
+                                      init=mx.init.Normal(0.01))
+
+    def hybrid_forward(self, F, x, labels, weight, **params):
+        if self.scale_by_norm:
+            xs, r = x, ops.row_norm(F, x)
+        elif self.normalize_embedding:
+            xs, r = ops.l2_normalize(F, x) * self.scale, self.scale
+        else:
+            xs, r = x, 1.0
+        hook = None
+        if self.target_logit is not None:
+            extra = (ops.row_norm(F, x),) if self.uses_norm else ()
+
+            def hook(cos):
+                return self.target_logit(F, ops.clamp_st(F, cos, -1.0, 1.0), *extra, **params)
+        return ops.margin_cross_entropy(F, xs, weight, labels, r, self.normalize_weight, hook,
+                                        self.num_classes)
+
+
+class AuxTerm(gluon.HybridBlock):
+    """An auxiliary term of a joint objective (centre, ring): forward -> unweighted scalar."""
+
+    state_names: tuple[str, ...] = ()
+
+    def step(self, x, labels) -> None:
+        pass
+
+    def state_items(self) -> dict:
+        return {name: getattr(self, name) for name in self.state_names}
+
+
+class JointLoss(Loss):
+    """Gluon twin of ``pytorch_impl.losses.base.JointLoss``: base + lambda_ x aux term."""
+
+    base_cls: type = None
+    aux_cls: type = None
+    softmax_family = False
+
+    def __init__(self, num_classes: int, embedding_size: int, lambda_: float = 0.01,
+                 **hyperparams):
+        super().__init__(num_classes, embedding_size)
+        self.lambda_ = check_real(type(self).__name__, "lambda_", lambda_, 0.0, 1e6)
+        aux_names = set(self.aux_cls.hyperparameters())
+        aux_kw = {k: v for k, v in hyperparams.items() if k in aux_names}
+        base_kw = {k: v for k, v in hyperparams.items() if k not in aux_names}
+        with self.name_scope():
+            self.base = self.base_cls(num_classes, embedding_size, **base_kw)
+            self.aux = self.aux_cls(num_classes, embedding_size, **aux_kw)
+        self.base.check_enabled = False
+        self.state_names = self.base.state_names + self.aux.state_names
+        self.requires_pk_batches = self.base.requires_pk_batches
+
+    @classmethod
+    def hyperparameters(cls) -> dict:
+        out = {"lambda_": 0.01}
+        out.update(cls.base_cls.hyperparameters())
+        out.update(cls.aux_cls.hyperparameters())
+        return out
+
+    @property
+    def weight(self):
+        return self.base.weight
+
+    def hybrid_forward(self, F, x, labels):
+        return self.base(x, labels) + self.lambda_ * self.aux(x, labels)
+
+    def step(self, x, labels) -> None:
+        self.base.step(x, labels)
+        self.aux.step(x, labels)
+
+    def state_items(self) -> dict:
+        return {**self.base.state_items(), **self.aux.state_items()}
+
+
+def loss_state(loss) -> dict[str, np.ndarray]:
+    """Parameters and training state under canonical names ("weight", "centers", ...)."""
+    out = {}
+    for name, param in loss.state_items().items():
+        value = param.data().asnumpy().copy()
+        out[name] = value.astype(np.int64) if name in INTEGER_STATE else value
+    return out
+
+
+def load_loss_state(loss, state: dict[str, np.ndarray]) -> None:
+    """Copy canonical state into ``loss``; missing/unexpected names or shapes raise ValueError."""
+    items = loss.state_items()
+    missing, unexpected = sorted(set(items) - set(state)), sorted(set(state) - set(items))
+    if missing or unexpected:
+        raise ValueError(f"{type(loss).__name__}: loss state mismatch; missing {missing}, "
+                         f"unexpected {unexpected}")
+    for name, param in items.items():
+        value = np.asarray(state[name])
+        if tuple(value.shape) != tuple(param.shape):
+            raise ValueError(f"{type(loss).__name__}: state {name!r} must have shape "
+                             f"{tuple(param.shape)}, got {tuple(value.shape)}")
+        param.set_data(nd.array(value, dtype=param.dtype))

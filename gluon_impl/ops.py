@@ -1,0 +1,82 @@
+"""Gluon helpers that have to differ from the PyTorch ones (same names in ``pytorch_impl.ops``).
+
+Every function takes ``F`` (``mx.nd`` or ``mx.sym``) first so it works hybridized.
+"""
+
+from __future__ import annotations
+
+NORM_EPS_SQ = 1e-24  # |x| = sqrt(sum x^2 + 1e-24): finite gradient at x = 0
+
+
+def row_norm(F, x):
+    """|x_i| for every row, shape (B,), with a finite gradient at the zero vector."""
+    return F.sqrt(F.sum(x * x, axis=1) + NORM_EPS_SQ)
+
+
+def l2_normalize(F, x):
+    """x_i / sqrt(|x_i|^2 + 1e-24): MXNet's fused L2Normalization, same formula as torch's."""
+    return F.L2Normalization(x, eps=NORM_EPS_SQ, mode="instance")
+
+
+def clip(F, x, lo: float, hi: float):
+    """min(max(x, lo), hi); not F.clip, whose bounds are float32 even for float64 data."""
+    return F.minimum(F.maximum(x, lo), hi)
+
+
+def clamp_st(F, x, lo: float, hi: float):
+    """clamp(x, lo, hi) in value, identity in gradient (see pytorch_impl.ops.clamp_st)."""
+    return x + F.stop_gradient(clip(F, x, lo, hi) - x)
+
+
+def stop_gradient(F, x):
+    return F.stop_gradient(x)
+
+
+def gather_target(F, matrix, labels):
+    """matrix[i, labels[i]] for every row (B values)."""
+    return F.pick(matrix, labels, axis=1)
+
+
+def replace_target(F, logits, labels, target, num_classes: int):
+    """logits with column labels[i] of row i replaced by target[i], out of place.
+
+    index_copy on the flattened (B*C, 1) view touches the B target entries and copies the
+    rest once; no B x C one-hot. The flat index is int64 (B*C can exceed 2^24).
+    """
+    lab = F.cast(labels, dtype="int64")
+    flat = F.contrib.arange_like(lab) * num_classes + lab
+    out = F.contrib.index_copy(F.reshape(logits, shape=(-1, 1)), flat,
+                               F.reshape(target, shape=(-1, 1)))
+    return F.reshape_like(out, logits)
+
+
+def pair_masks(F, labels):
+    """(same label and i != j, different label) as B x B 0/1 arrays."""
+    col = F.reshape(labels, shape=(-1, 1))
+    same = F.broadcast_equal(col, F.reshape(labels, shape=(1, -1)))
+    eye = F.broadcast_equal(F.reshape(F.contrib.arange_like(labels), shape=(-1, 1)),
+                            F.reshape(F.contrib.arange_like(labels), shape=(1, -1)))
+    return same * (1 - eye), 1 - same
+
+
+def upper_pairs(F, labels):
+    """B x B 0/1 array, 1 for i < j (each unordered pair once)."""
+    idx = F.contrib.arange_like(labels)
+    return F.broadcast_lesser(F.reshape(idx, shape=(-1, 1)), F.reshape(idx, shape=(1, -1)))
+
+
+def margin_cross_entropy(F, xs, weight, labels, row_scale, normalize_weight, hook,
+                         num_classes: int):
+    """mean_i CE(z_i, y_i), z_ij = <xs_i, W'_j>, target replaced by r_i h(z_iy / r_i).
+
+    Same maths as ``pytorch_impl.ops.margin_cross_entropy``; W' = W/|W| by the fused
+    L2Normalization (folding 1/|W| into the logits' columns, as torch does, is slower here:
+    MXNet's broadcast backward reduces over B x C). row_scale: a float or a (B,) array.
+    """
+    if normalize_weight:
+        weight = l2_normalize(F, weight)
+    logits = F.FullyConnected(xs, weight, no_bias=True, num_hidden=num_classes)
+    if hook is not None:
+        target = row_scale * hook(F.pick(logits, labels, axis=1) / row_scale)
+        logits = replace_target(F, logits, labels, target, num_classes)
+    return F.mean(-F.pick(F.log_softmax(logits, axis=1), labels, axis=1))

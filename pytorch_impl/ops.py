@@ -1,0 +1,151 @@
+"""PyTorch helpers that have to differ from the Gluon ones (same names in ``gluon_impl.ops``).
+
+The fused head ``margin_cross_entropy`` is the hot path of every softmax-family loss: one
+GEMM forward, two backward, and only the B x C passes that the cross-entropy itself needs.
+"""
+
+from __future__ import annotations
+
+import torch
+
+NORM_EPS_SQ = 1e-24  # |x| = sqrt(sum x^2 + 1e-24): finite gradient at x = 0 (as Gluon's)
+
+
+def row_norm(x: torch.Tensor) -> torch.Tensor:
+    """|x_i| for every row, shape (B,), with a finite gradient at the zero vector."""
+    return torch.sqrt((x * x).sum(dim=1) + NORM_EPS_SQ)
+
+
+def l2_normalize(x: torch.Tensor) -> torch.Tensor:
+    """Rows divided by their norm (see ``row_norm``)."""
+    return x / row_norm(x)[:, None]
+
+
+def clip(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """clamp(x, lo, hi) (its gradient is 0 outside [lo, hi]); the Gluon twin avoids F.clip."""
+    return torch.clamp(x, lo, hi)
+
+
+def clamp_st(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """clamp(x, lo, hi) in value, identity in gradient.
+
+    Exact cosines lie in [-1, 1]; the clamp only removes rounding, so its gradient is taken
+    as 1 (both backends), which keeps the gradient continuous at cos = +-1.
+    """
+    return x + (torch.clamp(x, lo, hi) - x).detach()
+
+
+def stop_gradient(x: torch.Tensor) -> torch.Tensor:
+    return x.detach()
+
+
+def gather_target(matrix: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """matrix[i, labels[i]] for every row (B values; no one-hot)."""
+    return matrix.gather(1, labels[:, None])[:, 0]
+
+
+def pair_masks(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(same label and i != j, different label) as B x B booleans (B x B only, never B x C)."""
+    same = labels[:, None] == labels[None, :]
+    eye = torch.eye(labels.shape[0], dtype=torch.bool, device=labels.device)
+    return same & ~eye, ~same
+
+
+class _MarginCrossEntropy(torch.autograd.Function):
+    """mean_i CE(z_i, y_i), z_ij = <xs_i, W_j> n_j, the target replaced by r_i h(z_iy / r_i).
+
+    n_j = 1/|W_j| when the weights are normalised (else 1), h the loss's ``target_logit`` hook
+    (differentiated by autograd on the B target values only). Cost beyond the three GEMMs:
+    - W/|W| is never formed: n is folded into the logits' columns, and the normalisation's
+      backward into grad_W = A - n^2 <A, W> W with A = (G n)^T xs (two C x D passes);
+    - forward keeps e = exp(z - max) in the GEMM's own buffer and the row sums S; backward
+      scales e by n in place and puts the row factor 1/S (and grad_out/B) on the B x D side
+      of both backward GEMMs, so the B x C gradient is never written a second time.
+    Backward consumes the saved buffer: a second backward through the same graph raises.
+    """
+
+    @staticmethod
+    def forward(ctx, xs, weight, labels, row_scale, normalize_weight, hook, norm=None):
+        col = labels[:, None]
+        logits = torch.mm(xs, weight.t())
+        inv_norm = None
+        if normalize_weight:
+            w_norm = torch.linalg.vector_norm(weight, dim=1)
+            inv_norm = w_norm.mul_(w_norm).add_(NORM_EPS_SQ).rsqrt_()
+            logits.mul_(inv_norm)
+        z_y = logits.gather(1, col)[:, 0]
+        graph = None
+        if hook is None:
+            target = z_y
+        else:
+            with torch.enable_grad():
+                z_leaf = z_y.detach().requires_grad_(True)
+                r_leaf = row_scale.detach().requires_grad_(True)
+                if norm is None:  # the usual hook of cos_y alone
+                    leaves = (z_leaf, r_leaf)
+                    t = r_leaf * hook(z_leaf / r_leaf)
+                else:  # margins that depend on |x| (MagFace, AdaFace): hook(cos_y, |x|)
+                    n_leaf = norm.detach().requires_grad_(True)
+                    leaves = (z_leaf, r_leaf, n_leaf)
+                    t = r_leaf * hook(z_leaf / r_leaf, n_leaf)
+            graph = (t, leaves)
+            target = t.detach()
+            logits.scatter_(1, col, target[:, None])
+        row_max = logits.amax(dim=1, keepdim=True)
+        exp = logits.sub_(row_max).exp_()  # e = exp(z - max), in the GEMM's buffer
+        sum_exp = exp.sum(dim=1)
+        lse = sum_exp.log() + row_max[:, 0]
+        ctx.graph, ctx.normalize_weight, ctx.consumed = graph, normalize_weight, False
+        ctx.save_for_backward(xs, weight, labels, exp, sum_exp,
+                              inv_norm if inv_norm is not None else torch.empty(0))
+        return (lse - target).mean()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        if ctx.consumed:
+            raise RuntimeError("margin_cross_entropy: backward through the same graph twice "
+                               "is not supported (its buffer is reused for the gradient)")
+        ctx.consumed = True
+        xs, weight, labels, exp, sum_exp, inv_norm = ctx.saved_tensors
+        col = labels[:, None]
+        # dCE/dtarget = p_y - 1, then through the hook: dL/dz_y (and dL/dr for |x| scales)
+        grad_t = exp.gather(1, col)[:, 0] / sum_exp - 1.0
+        row_factor = grad_out / (labels.shape[0] * sum_exp)  # (B,): grad_out / (B S_i)
+        grad_r = grad_n = None
+        if ctx.graph is not None:
+            t, leaves = ctx.graph
+            grads = torch.autograd.grad(t, leaves, grad_t, allow_unused=True,
+                                        materialize_grads=True)
+            grad_t, grad_r = grads[0], grads[1] * (grad_out / labels.shape[0])
+            if len(grads) == 3:
+                grad_n = grads[2] * (grad_out / labels.shape[0])
+        # G = diag(row_factor) exp diag(n), target entry grad_t n_y / B: stored pre-divided by S
+        grad = exp
+        if ctx.normalize_weight:
+            grad.mul_(inv_norm)
+            grad.scatter_(1, col, (grad_t * sum_exp * inv_norm[labels])[:, None])
+        else:
+            grad.scatter_(1, col, (grad_t * sum_exp)[:, None])
+        grad_xs = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_xs = torch.mm(grad, weight).mul_(row_factor[:, None])
+        if ctx.needs_input_grad[1]:
+            grad_w = torch.mm(grad.t(), xs * row_factor[:, None])
+            if ctx.normalize_weight:
+                coef = torch.linalg.vecdot(grad_w, weight) * inv_norm * inv_norm
+                grad_w.addcmul_(weight, coef[:, None], value=-1.0)
+        return grad_xs, grad_w, None, grad_r, None, None, grad_n
+
+
+def margin_cross_entropy(xs, weight, labels, row_scale, normalize_weight, hook, norm=None):
+    """Fused margin head; see ``_MarginCrossEntropy``. row_scale, norm: (B,) tensors; with
+    ``norm`` the hook is called as hook(cos_y, norm) and the gradient flows into norm too."""
+    return _MarginCrossEntropy.apply(xs, weight, labels, row_scale, normalize_weight, hook,
+                                     norm)
+
+
+def upper_pairs(labels: torch.Tensor) -> torch.Tensor:
+    """B x B boolean, True for i < j (each unordered pair once)."""
+    n = labels.shape[0]
+    return torch.ones(n, n, dtype=torch.bool, device=labels.device).triu(diagonal=1)
