@@ -162,9 +162,8 @@ def known_losses(backends=BACKENDS) -> list[str]:
 
 
 def default_losses(known: list[str]) -> list[str]:
-    """The default run: every registered loss except the joint "<margin>+<aux>" combinations
-    (``center`` and ``ring`` already are softmax + their term); ``--losses all`` adds those."""
-    return [n for n in known if "+" not in n]
+    """The default run: every registered loss, the joint "<margin>+<aux>" objectives included."""
+    return list(known)
 
 
 def initial_state(cfg: HarnessConfig, loss_name: str, num_classes: int) -> tuple[dict, dict]:

@@ -1,7 +1,7 @@
 """Train every loss in both backends from identical weights on identical data; write results/.
 
 Without arguments: generates the synthetic data set into data/synthetic if it is missing, then
-trains all registered losses (joint "<margin>+<aux>" combinations with --losses all) x
+trains all registered losses (the joint "<margin>+<aux>" objectives included) x
 {pytorch, gluon} with the default (CPU, ~15 min) settings and
 writes results/synthetic/{results.csv,results.md,curves.png,accuracy_bars.png,roc/}.
 A rerun with the same settings skips finished cells (use --force to redo them); an
@@ -42,7 +42,7 @@ def add_arguments(p) -> None:
     p.add_argument("--runs", default=d.runs, help="folder for resume checkpoints")
     p.add_argument("--losses", type=_csv, default=(),
                    help="comma-separated loss names, or 'all' (default: every loss registered "
-                        "in both backends except the joint '<margin>+center/ring' combinations)")
+                        "in both backends, the joint '<margin>+center/ring' objectives included)")
     p.add_argument("--backends", type=_csv, default=d.backends,
                    help="comma-separated subset of pytorch,gluon")
     p.add_argument("--backbone", default=d.backbone, help="backbone name (smallcnn, "

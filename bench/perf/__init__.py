@@ -1,1 +1,1 @@
-"""Benchmark sections for ``python -m bench perf``; one module per section (see docs/ARCHITECTURE.md)."""
+"""Benchmark sections for ``python -m bench perf``, one module each (docs/ARCHITECTURE.md)."""

@@ -1,0 +1,88 @@
+"""Refresh the results block of README.md from a results.csv written by `python -m bench run`.
+
+The block between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->`` is replaced by a
+compact table (one row per loss: each backend's accuracy mean +- std, their difference and
+training throughput) and the command, commit and CPU that produced it; nothing else in the
+README changes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+NAME = "readme"
+HELP = "refresh README.md's results table from results/<dataset>/results.csv"
+NEEDS_FRAMEWORKS = False
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--results", type=Path, default=Path("results/synthetic/results.csv"),
+                        help="results.csv written by `python -m bench run`")
+    parser.add_argument("--readme", type=Path, default=Path("README.md"),
+                        help="the file whose marked block is replaced")
+    parser.add_argument("--name", default="synthetic",
+                        help="marker name: <!-- results:NAME --> ... <!-- /results:NAME -->")
+
+
+def _metadata(csv_path: Path) -> dict:
+    """The ``# key: JSON`` lines bench/results.py writes on top of results.csv."""
+    meta = {}
+    for line in csv_path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        key, _, value = line[1:].strip().partition(":")
+        try:
+            meta[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            meta[key.strip()] = value.strip()
+    return meta
+
+
+def compact_table(csv_path: Path) -> str:
+    import pandas as pd
+
+    table = pd.read_csv(csv_path, comment="#")
+    meta = _metadata(csv_path)
+    lines = []
+    for target, group in table.groupby("target", sort=True):
+        lines += [f"Verification set `{target}` (10-fold accuracy, mean +- std over folds):", "",
+                  "| loss | PyTorch acc | Gluon acc | torch - gluon | PyTorch img/s "
+                  "| Gluon img/s |",
+                  "|---|---|---|---:|---:|---:|"]
+        for loss, rows in group.groupby("loss", sort=True):
+            by = {r.backend: r for r in rows.itertuples()}
+
+            def acc(b, by=by):
+                r = by.get(b)
+                if r is None:
+                    return "-"
+                return f"{r.acc_mean:.4f} +- {r.acc_std:.4f}" if r.status == "ok" else r.status
+
+            both = all(b in by and by[b].status == "ok" for b in ("pytorch", "gluon"))
+            diff = f"{by['pytorch'].acc_mean - by['gluon'].acc_mean:+.4f}" if both else "-"
+            ips = {b: f"{by[b].img_per_s:.0f}" if b in by and by[b].status == "ok" else "-"
+                   for b in ("pytorch", "gluon")}
+            lines.append(f"| {loss} | {acc('pytorch')} | {acc('gluon')} | {diff} "
+                         f"| {ips['pytorch']} | {ips['gluon']} |")
+        lines.append("")
+    env = meta.get("environment") or {}
+    made_by = (f"made by `{meta.get('command', '?')}` at commit "
+               f"`{str(env.get('git_commit', '?'))[:12]}` on {env.get('cpu', '?')}")
+    lines.append(f"From [`{csv_path.as_posix()}`]({csv_path.as_posix()}) ({made_by}).")
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    if not args.results.is_file():
+        raise FileNotFoundError(f"{args.results}: no results table; run `python -m bench run`")
+    text = args.readme.read_text()
+    start, end = f"<!-- results:{args.name} -->", f"<!-- /results:{args.name} -->"
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+    if not pattern.search(text):
+        raise ValueError(f"{args.readme}: markers {start} ... {end} not found")
+    block = f"{start}\n{compact_table(args.results)}\n{end}"
+    args.readme.write_text(pattern.sub(lambda _: block, text, count=1))
+    print(f"updated {args.readme} from {args.results}")
+    return 0
