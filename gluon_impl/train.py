@@ -32,12 +32,18 @@ def _named_trainable(backbone, loss):
     return [(k, p) for k, p in named if p.grad_req != "null"]
 
 
-def class_logits(embeddings, weight, normalized: bool):
-    """Logits used for training accuracy: cos(x, W_j) for losses that normalise W, else W.x."""
+def class_logits(embeddings, weight, normalized: bool, num_classes: int | None = None):
+    """Logits used for training accuracy: cos(x, W_j) for losses that normalise W, else W.x.
+
+    A weight of K x num_classes rows (sub-centres, class-major) gives the max over each class's K.
+    """
     if normalized:
         embeddings = nd.L2Normalization(embeddings, mode="instance")
         weight = nd.L2Normalization(weight, mode="instance")
-    return nd.dot(embeddings, weight, transpose_b=True)
+    logits = nd.dot(embeddings, weight, transpose_b=True)
+    if num_classes and logits.shape[1] != num_classes:
+        logits = logits.reshape((logits.shape[0], num_classes, -1)).max(axis=2)
+    return logits
 
 
 class Trainer:
@@ -108,7 +114,8 @@ class Trainer:
         weight = getattr(self.loss, "weight", None)
         if weight is not None:
             w = weight.data() if isinstance(weight, mx.gluon.Parameter) else weight
-            pred = class_logits(head_in, w, self.normalized_weight).argmax(axis=1)
+            pred = class_logits(head_in, w, self.normalized_weight,
+                                self.loss.num_classes).argmax(axis=1)
             correct = int((pred == y).sum().asscalar())
         return StepOutput(loss_value, correct, head_seconds)
 

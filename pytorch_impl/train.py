@@ -39,12 +39,18 @@ def _named_trainable(backbone, loss):
     return [(k, p) for k, p in named if p.requires_grad]
 
 
-def class_logits(embeddings, weight, normalized: bool):
-    """Logits used for training accuracy: cos(x, W_j) for losses that normalise W, else W.x."""
+def class_logits(embeddings, weight, normalized: bool, num_classes: int | None = None):
+    """Logits used for training accuracy: cos(x, W_j) for losses that normalise W, else W.x.
+
+    A weight of K x num_classes rows (sub-centres, class-major) gives the max over each class's K.
+    """
     if normalized:
         embeddings = torch.nn.functional.normalize(embeddings, dim=1)
         weight = torch.nn.functional.normalize(weight, dim=1)
-    return embeddings @ weight.t()
+    logits = embeddings @ weight.t()
+    if num_classes and logits.shape[1] != num_classes:
+        logits = logits.reshape(logits.shape[0], num_classes, -1).amax(dim=2)
+    return logits
 
 
 class Trainer:
@@ -103,7 +109,8 @@ class Trainer:
             correct = -1
             weight = getattr(self.loss, "weight", None)
             if weight is not None:
-                pred = class_logits(head_in, weight, self.normalized_weight).argmax(1)
+                pred = class_logits(head_in, weight, self.normalized_weight,
+                                    self.loss.num_classes).argmax(1)
                 correct = int((pred == y).sum())
         return StepOutput(loss_value, correct, head_seconds)
 

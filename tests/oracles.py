@@ -26,6 +26,8 @@ DEFAULTS = {
     "magface": {"scale": 64.0, "lower_norm": 10.0, "upper_norm": 110.0, "lower_margin": 0.45,
                 "upper_margin": 0.8, "lambda_g": 35.0},
     "adaface": {"scale": 64.0, "margin": 0.4, "h": 0.333, "t_alpha": 0.01},
+    "subcenter_arcface": {"scale": 64.0, "margin": 0.5, "sub_centers": 3},
+    "curricularface": {"scale": 64.0, "margin": 0.5, "t_alpha": 0.01},
 }
 AUX_DEFAULTS = {"center": {"alpha": 0.5}, "ring": {"radius": 1.0}}
 SIN_EPS = 1e-7
@@ -91,9 +93,40 @@ def adaface_target(c, norm, hp, state):
     return np.cos(theta_m) - hp["margin"] * (1 + z)
 
 
+def subcenter_cosines(x, w, k):
+    """max over the K sub-centres of each class; W's rows class-major (row j K + i)."""
+    cos = _unit(x) @ _unit(w).T
+    return cos.reshape(len(x), -1, k).max(axis=2)
+
+
+def curricular_logits(cos, y, hp, t):
+    """Huang et al. 2020: hard negatives (cos_j > cos(theta_y + m)) become cos_j (t + cos_j)."""
+    rows = np.arange(len(y))
+    c = np.clip(cos[rows, y], -1, 1)
+    m = hp["margin"]
+    threshold = c * math.cos(m) - np.sqrt(np.maximum(1.0 - c * c, SIN_EPS)) * math.sin(m)
+    logits = np.where(cos > threshold[:, None], cos * (t + cos), cos)
+    logits[rows, y] = arc_target(c, m)
+    return hp["scale"] * logits
+
+
+def curricular_t_update(t, x, y, w, alpha):
+    """t <- alpha mean_i cos(x_i, W_{y_i}) + (1 - alpha) t (the batch's target cosines)."""
+    c = np.clip((_unit(x) * _unit(w)[y]).sum(axis=1), -1, 1)
+    return alpha * c.mean() + (1 - alpha) * t
+
+
 def softmax_family_logits(name, x, w, y, hp, state, fixed_norms=None):
     """Final B x C logits of a softmax-family loss (``fixed_norms``: AdaFace's detached |x|)."""
     rows = np.arange(len(y))
+    if name == "curricularface":
+        cos = _unit(x) @ _unit(w).T
+        return curricular_logits(cos, y, hp, float(np.asarray(state["t"]).reshape(-1)[0]))
+    if name == "subcenter_arcface":
+        cos = subcenter_cosines(x, w, hp["sub_centers"])
+        logits = hp["scale"] * cos
+        logits[rows, y] = hp["scale"] * arc_target(np.clip(cos[rows, y], -1, 1), hp["margin"])
+        return logits
     if name == "softmax":
         return x @ w.T
     if name == "l2softmax":

@@ -82,13 +82,15 @@ def test_parity_edge_angles(name, edge):
     state = random_state(name, num_classes, dim, rng)
     y = labels_for("random", batch, num_classes, rng)
     theta = EDGE_ANGLES[edge](_margin(name) if "sphereface" not in name else 0.5)
-    x = target_angle_inputs(theta, state["weight"], y, rng)
+    # one row per class, or sub-centre 0 of each class (K C rows, class-major)
+    per_class = state["weight"][:: len(state["weight"]) // num_classes]
+    x = target_angle_inputs(theta, per_class, y, rng)
     if edge == "cos_plus_1":
-        x = 2.0 * state["weight"][y]  # exactly parallel: cos = 1 up to rounding
+        x = 2.0 * per_class[y]  # exactly parallel: cos = 1 up to rounding
     for dtype in ("float32", "float64"):
         # float32 at saturation: Gluon's log_softmax backward rounds p_y - 1 at ~eps32 x the
         # logit scale (s |W| ~ 10-100 here), so the absolute floor is 10 x the tolerance
-        compare(name, x.astype(dtype), y, state, dtype,
+        compare(name, x.astype(dtype), y, state, dtype, num_classes=num_classes,
                 grad_floor=10.0 if dtype == "float32" else 1.0)
 
 

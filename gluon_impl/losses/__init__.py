@@ -10,12 +10,14 @@ from . import (
     combined,  # noqa: F401
     contrastive,  # noqa: F401
     cosface,  # noqa: F401
+    curricularface,  # noqa: F401
     l2softmax,  # noqa: F401
     magface,  # noqa: F401
     normface,  # noqa: F401
     ring,  # noqa: F401
     softmax,  # noqa: F401
     sphereface,  # noqa: F401
+    subcenter_arcface,  # noqa: F401
     triplet,  # noqa: F401
 )
 

@@ -1,0 +1,66 @@
+"""CurricularFace (Huang, Wang, Tai, Liu, Shen, Li, Li, Huang, CVPR 2020, arXiv:2004.00288)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .. import ops
+from .arcface import SIN_EPS, arc_margin
+from .base import Loss, check_real, register_loss
+
+
+@register_loss("curricularface")
+class CurricularFace(Loss):
+    """ArcFace target plus an adaptive curriculum on the hard negatives:
+
+    target s cos(theta_y + m) with ArcFace's fallback (``arcface.arc_margin``); a negative j
+    is hard when cos_j > cos(theta_y + m) (the plain formula, sin = sqrt(max(1 - cos^2,
+    1e-7)), as in the paper's code) and its logit becomes s cos_j (t + cos_j), the others stay
+    s cos_j; mean CE. ``margin`` m in radians, [0, pi). t (state ``t``, initially 0, no
+    gradient) is the running mean of the target cosines: t <- a mean_i cos_y_i + (1 - a) t,
+    a = ``t_alpha`` (0.01 as in the paper's code), advanced by ``step()`` after the optimiser
+    step from the batch's detached embeddings and the current weights. The forward uses t as
+    stored, i.e. up to the previous batch (the paper's code folds the current batch in
+    first: a one-batch lag at a 1% weight, so the forward is a function of x and W alone).
+    Non-target cosines are not clipped. Not a ``MarginSoftmax``: the fused head, and Partial
+    FC which shards it, change the target column only.
+    """
+
+    softmax_family = True
+    normalize_weight = True
+    state_names = ("weight", "t")
+
+    def __init__(self, num_classes: int, embedding_size: int, scale: float = 64.0,
+                 margin: float = 0.5, t_alpha: float = 0.01):
+        super().__init__(num_classes, embedding_size)
+        owner = type(self).__name__
+        self.scale = check_real(owner, "scale", scale, 0.0, 1e6, lo_open=True)
+        self.margin = check_real(owner, "margin", margin, 0.0, math.pi, hi_open=True)
+        self.t_alpha = check_real(owner, "t_alpha", t_alpha, 0.0, 1.0)
+        self.weight = nn.Parameter(torch.empty(num_classes, embedding_size))
+        nn.init.normal_(self.weight, std=0.01)
+        self.register_buffer("t", torch.zeros(1))
+
+    def compute(self, x, labels):
+        s = self.scale
+        logits = (x * (s / ops.row_norm(x))[:, None]) @ ops.l2_normalize(
+            self.weight.to(x.dtype)).t()  # s cos_j
+        cos_y = ops.clamp_st(ops.gather_target(logits, labels) / s, -1.0, 1.0)
+        target = s * arc_margin(cos_y, self.margin, easy_margin=False)
+        c = cos_y.detach()  # the hard-negative test has no gradient
+        sin = torch.sqrt(torch.clamp_min(1.0 - c * c, SIN_EPS))
+        threshold = s * (c * math.cos(self.margin) - sin * math.sin(self.margin))
+        hard = logits > threshold[:, None]
+        logits = torch.where(hard, logits * (self.t.to(x.dtype) + logits / s), logits)
+        logits = logits.scatter(1, labels[:, None], target[:, None])
+        return (torch.logsumexp(logits, dim=1) - target).mean()
+
+    @torch.no_grad()
+    def step(self, x, labels) -> None:
+        x, w = x.to(self.t.dtype), self.weight.to(self.t.dtype)
+        cos_y = (ops.l2_normalize(x) * ops.l2_normalize(w)[labels.long()]).sum(dim=1)
+        mean = torch.clamp(cos_y, -1.0, 1.0).mean()
+        self.t.copy_(self.t_alpha * mean + (1.0 - self.t_alpha) * self.t)
