@@ -67,6 +67,8 @@ class HarnessConfig:
     flip_test: bool = True
     checkpoint_every: int = 0
     hybridize: bool = True  # Gluon backbone hybridised with static_alloc (False: imperative)
+    nproc: int = 1  # PyTorch processes per cell (torch.distributed, gloo on CPU); global batch
+    sample_rate: float = 1.0  # Partial-FC negative-class sampling rate when nproc > 1
     force: bool = False
     progress: bool = True
     plots: bool = True
@@ -86,6 +88,11 @@ class HarnessConfig:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
         if self.schedule not in MODES:
             raise ValueError(f"schedule must be one of {', '.join(MODES)}, got {self.schedule!r}")
+        if not isinstance(self.nproc, int) or not 1 <= self.nproc <= self.batch_size:
+            raise ValueError(f"nproc must be an integer in [1, batch_size={self.batch_size}], "
+                             f"got {self.nproc!r}")
+        if not 0 < self.sample_rate <= 1:
+            raise ValueError(f"sample_rate must be in (0, 1], got {self.sample_rate!r}")
         if self.pk < 2 or self.batch_size % self.pk:
             raise ValueError(f"pk must be >= 2 and divide batch_size={self.batch_size}, "
                              f"got {self.pk!r}")
@@ -96,6 +103,11 @@ def _hashed(cfg: HarnessConfig) -> dict:
     for k in ("results", "runs", "losses", "backends", "force", "progress", "plots", "command",
               "data"):
         d.pop(k)
+    # added after results existed: hashed only when not at the single-process default, so
+    # finished single-process cells keep their hashes
+    if d["nproc"] == 1 and d["sample_rate"] == 1.0:
+        d.pop("nproc")
+        d.pop("sample_rate")
     return d
 
 
@@ -324,9 +336,12 @@ def run(cfg: HarnessConfig, log=print) -> list[dict]:
                 ckpt = (Path(cfg.runs) / dataset /
                         f"{loss_name.replace('+', '_plus_')}__{backend}-{cell_hash}.ckpt.npz")
                 ckpt.unlink(missing_ok=True)
+            runner = run_cell
+            if backend == "pytorch" and cfg.nproc > 1:
+                from bench.distributed import run_cell as runner
             try:
-                cell = run_cell(cfg, dataset, loss_name, backend, train_data, targets,
-                                family_hash, cell_hash)
+                cell = runner(cfg, dataset, loss_name, backend, train_data, targets,
+                              family_hash, cell_hash)
             except Exception as exc:  # noqa: BLE001  (one broken cell must not stop the others)
                 cell = {"dataset": dataset, "loss": loss_name, "backend": backend,
                         "config": _hashed(cfg), "config_hash": cell_hash,

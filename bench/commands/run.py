@@ -67,6 +67,11 @@ def add_arguments(p) -> None:
     p.add_argument("--no-hybridize", action="store_true",
                    help="run the Gluon backbone imperatively (diagnostics; default: hybridised "
                         "with static_alloc)")
+    p.add_argument("--nproc", type=int, default=d.nproc,
+                   help="PyTorch processes per cell (torch.distributed with gloo on CPU, DDP "
+                        "backbone + sharded Partial-FC head); --batch-size stays the global batch")
+    p.add_argument("--sample-rate", type=float, default=d.sample_rate,
+                   help="Partial-FC negative-class sampling rate with --nproc > 1 (1 = exact)")
     p.add_argument("--force", action="store_true", help="redo cells already finished")
     p.add_argument("--no-plots", action="store_true", help="skip the figures")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -108,6 +113,7 @@ def run(args) -> int:
         batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
         warmup_epochs=args.warmup_epochs, seed=args.seed, pk=args.pk,
         checkpoint_every=args.checkpoint_every, hybridize=not args.no_hybridize,
+        nproc=args.nproc, sample_rate=args.sample_rate,
         force=args.force,
         progress=not args.no_progress, plots=not args.no_plots,
         command="python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]),

@@ -1,0 +1,299 @@
+"""Model-parallel margin head: the class weights sharded across ranks (InsightFace Partial FC).
+
+An, Zhu, Xiao, Fu, Wu, Qin, Feng, Zhang, Fu: "Killing Two Birds with One Stone: Efficient and
+Robust Training of Face Recognition CNNs by Partial FC", CVPR 2022 (arXiv:2203.15565).
+
+Rank k holds the rows [start_k, end_k) of W (``distributed.shard_bounds``, the same split as a
+batch). Every rank all-gathers the global batch of embeddings and labels, computes its B x C_k
+logits with the loss's own scale, weight normalisation and ``target_logit`` hook (the target
+column only on the rank that owns the label), and the softmax cross-entropy is assembled with
+two all-reduces: the row maximum (MAX) and the row sum of exp (SUM); the target logits are
+all-reduced (SUM, one owner per row). The result is the mean over the *global* batch, equal on
+every rank, and in exact mode (``sample_rate=1``) equal in value and gradient to the
+single-process ``MarginSoftmax`` head. Any registered softmax-family loss works unchanged: the
+head reads ``normalize_weight``, ``normalize_embedding``, ``scale_by_norm``, ``scale`` and
+``target_logit`` from a loss built for the shard's classes; no per-loss code here.
+
+Negative-class sampling (``sample_rate`` r < 1, Partial FC's "PFC-r"): each rank keeps every
+class of its shard that is a label in the global batch (the positives) plus random other
+classes up to ceil(r C_k) in all; the softmax runs over the kept classes only. The draw comes
+from a generator seeded by (seed, rank, draw counter), so a run is reproducible. Classes not
+drawn get zero gradient this step (with plain SGD their momentum and weight decay still apply).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from . import ops
+from .distributed import (
+    gather_rows,
+    gather_rows_nograd,
+    rank_and_world,
+    row_offset,
+    shard_bounds,
+)
+from .losses.base import MarginSoftmax, build_loss, check_int, check_real
+
+
+def _scaled_inputs(head: MarginSoftmax, x: torch.Tensor):
+    """(xs, r, |x| or None) exactly as ``MarginSoftmax.compute`` forms them."""
+    norm = ops.row_norm(x) if getattr(head, "uses_norm", False) else None
+    if head.scale_by_norm:
+        return x, ops.row_norm(x), norm
+    if head.normalize_embedding:
+        n = ops.row_norm(x)
+        return x * (head.scale / n)[:, None], torch.full_like(n, head.scale), norm
+    return x, torch.ones(x.shape[0], dtype=x.dtype, device=x.device), norm
+
+
+def _all_reduce(t: torch.Tensor, op, group) -> None:
+    """In-place all-reduce; without a process group (one rank holds every class) a no-op."""
+    if dist.is_initialized():
+        dist.all_reduce(t, op=op, group=group)
+
+
+class _ShardedMarginCE(torch.autograd.Function):
+    """Global mean CE over class shards; ``local_labels`` is -1 where another rank owns y_i.
+
+    The algebra and the buffer reuse of ``ops._MarginCrossEntropy`` (see it: W/|W| never
+    formed, exp(z - max) kept in the GEMM's buffer, the 1/S row factor on the B x D side), with
+    the row max, the row sum S and the target all-reduced. The hook runs on all B rows (0, a
+    safe cosine, where another rank owns the label) so that hooks using batch statistics of
+    |x| (AdaFace) see the whole batch; only owned rows feed the loss. The gradients returned
+    for ``xs``, ``row_scale`` and ``norm`` are this shard's part; ``gather_rows`` sums them.
+    """
+
+    @staticmethod
+    def forward(ctx, xs, weight, local_labels, row_scale, normalize_weight, hook, group, norm):
+        logits = torch.mm(xs, weight.t())
+        inv_norm = None
+        if normalize_weight:
+            w_norm = torch.linalg.vector_norm(weight, dim=1)
+            inv_norm = w_norm.mul_(w_norm).add_(ops.NORM_EPS_SQ).rsqrt_()
+            logits.mul_(inv_norm)
+        mine = torch.nonzero(local_labels >= 0)[:, 0]
+        cols = local_labels[mine]
+        z = torch.zeros(xs.shape[0], dtype=xs.dtype, device=xs.device)
+        z[mine] = logits[mine, cols]
+        graph = None
+        t = z
+        if hook is not None:
+            with torch.enable_grad():
+                leaves = (z.detach().requires_grad_(True), row_scale.detach().requires_grad_(True))
+                if norm is None:
+                    t_all = leaves[1] * hook(leaves[0] / leaves[1])
+                else:  # margins that depend on |x| (MagFace, AdaFace)
+                    leaves += (norm.detach().requires_grad_(True),)
+                    t_all = leaves[1] * hook(leaves[0] / leaves[1], leaves[2])
+            graph = (t_all, leaves)
+            t = t_all.detach()
+            logits[mine, cols] = t[mine]
+        target = torch.zeros_like(z)
+        target[mine] = t[mine]
+        row_max = logits.amax(dim=1) if logits.shape[1] else torch.full_like(z, -math.inf)
+        _all_reduce(row_max, dist.ReduceOp.MAX, group)
+        exp = logits.sub_(row_max[:, None]).exp_()  # e = exp(z - max), in the GEMM's buffer
+        sum_exp = exp.sum(dim=1)
+        _all_reduce(sum_exp, dist.ReduceOp.SUM, group)
+        _all_reduce(target, dist.ReduceOp.SUM, group)
+        lse = sum_exp.log() + row_max
+        ctx.graph, ctx.normalize_weight, ctx.consumed = graph, normalize_weight, False
+        ctx.save_for_backward(xs, weight, mine, cols, exp, sum_exp,
+                              inv_norm if inv_norm is not None else torch.empty(0))
+        return (lse - target).mean()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        if ctx.consumed:
+            raise RuntimeError("PartialFC: backward through the same graph twice is not "
+                               "supported (its buffer is reused for the gradient)")
+        ctx.consumed = True
+        xs, weight, mine, cols, exp, sum_exp, inv_norm = ctx.saved_tensors
+        batch = xs.shape[0]
+        grad_t = torch.zeros_like(sum_exp)
+        grad_t[mine] = exp[mine, cols] / sum_exp[mine] - 1.0  # dCE/dtarget = p_y - 1
+        grad_r = grad_n = None
+        if ctx.graph is not None:
+            t_all, leaves = ctx.graph
+            grads = torch.autograd.grad(t_all, leaves, grad_t, allow_unused=True,
+                                        materialize_grads=True)
+            grad_t, grad_r = grads[0], grads[1] * (grad_out / batch)
+            if len(grads) == 3:
+                grad_n = grads[2] * (grad_out / batch)
+        grad = exp  # G stored pre-divided by the row sums S, as in ops
+        if ctx.normalize_weight:
+            grad.mul_(inv_norm)
+            grad[mine, cols] = grad_t[mine] * sum_exp[mine] * inv_norm[cols]
+        else:
+            grad[mine, cols] = grad_t[mine] * sum_exp[mine]
+        row_factor = grad_out / (batch * sum_exp)
+        grad_xs = torch.mm(grad, weight).mul_(row_factor[:, None])
+        grad_w = None
+        if ctx.needs_input_grad[1]:
+            grad_w = torch.mm(grad.t(), xs * row_factor[:, None])
+            if ctx.normalize_weight:
+                coef = torch.linalg.vecdot(grad_w, weight) * inv_norm * inv_norm
+                grad_w.addcmul_(weight, coef[:, None], value=-1.0)
+        return grad_xs, grad_w, None, grad_r, None, None, None, grad_n
+
+
+class PartialFC(nn.Module):
+    """This rank's shard of a softmax-family margin head; ``forward(x_local, y_local)`` returns
+    the loss of the global batch (see the module docstring).
+
+    ``loss``: a registered name (``build_loss`` arguments in ``hyperparams``) or a built
+    single-process loss whose rows [start, end) are copied (tests, conversion from a
+    single-process checkpoint). ``sample_rate`` in (0, 1]; 1 is exact.
+    """
+
+    def __init__(self, loss, num_classes: int | None = None, embedding_size: int | None = None,
+                 sample_rate: float = 1.0, seed: int = 0, group=None, **hyperparams):
+        super().__init__()
+        self.group = group
+        self.rank, self.world_size = rank_and_world(group)
+        self.sample_rate = check_real("PartialFC", "sample_rate", sample_rate, 0.0, 1.0,
+                                      lo_open=True)
+        self.seed = int(seed)
+        if isinstance(loss, MarginSoftmax):
+            full = loss
+            num_classes, embedding_size = full.num_classes, full.embedding_size
+            name = full.registered_name
+        elif isinstance(loss, str):
+            full, name = None, loss
+        else:
+            raise ValueError(f"PartialFC: argument 'loss' must be a loss name or a "
+                             f"MarginSoftmax, got {type(loss).__name__}")
+        self.num_classes = check_int("PartialFC", "num_classes", num_classes, self.world_size,
+                                     2**31 - 1)
+        self.start, self.end = shard_bounds(self.num_classes, self.world_size, self.rank)
+        if full is None:
+            shard = build_loss(name, num_classes=self.end - self.start,
+                               embedding_size=embedding_size, **hyperparams)
+            if not getattr(shard, "softmax_family", False) or not isinstance(shard,
+                                                                             MarginSoftmax):
+                raise ValueError(f"PartialFC: loss {name!r} is not a softmax-family margin loss")
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.rank)
+            with torch.no_grad():  # each rank its own stream: shards differ, runs repeat
+                shard.weight.copy_(torch.randn(shard.weight.shape, generator=gen) * 0.01)
+        else:
+            kw = {k: getattr(full, k) for k in type(full).hyperparameters()}
+            shard = type(full)(num_classes=self.end - self.start,
+                               embedding_size=embedding_size, **kw).to(full.weight.dtype)
+            with torch.no_grad():
+                shard.weight.copy_(full.weight[self.start: self.end])
+                for key in shard.state_names:
+                    if key != "weight":
+                        getattr(shard, key).copy_(getattr(full, key))
+        if shard.weight.shape[0] != self.end - self.start:
+            raise ValueError(f"PartialFC: loss {name!r} keeps {shard.weight.shape[0]} weight rows "
+                             f"for {self.end - self.start} classes; only one row per class "
+                             "can be sharded")
+        # a loss whose compute() adds terms beyond the CE: a one-class copy isolates them
+        # (kept out of the module tree: no parameters, no state_dict entry)
+        probe = None
+        if type(shard).compute is not MarginSoftmax.compute:
+            kw = {k: getattr(shard, k) for k in type(shard).hyperparameters()}
+            probe = type(shard)(num_classes=1, embedding_size=shard.embedding_size, **kw)
+            probe = probe.to(shard.weight.dtype).requires_grad_(False)
+        self.__dict__["_probe"] = probe
+        self.head = shard  # holds the weight shard, the hooks and any state (SphereFace)
+        self.embedding_size = shard.embedding_size
+        self._draws = 0
+        self.last_index = None  # classes of the shard used by the last forward (local ids)
+
+    @property
+    def weight(self) -> nn.Parameter:
+        return self.head.weight
+
+    def extra_repr(self) -> str:
+        return (f"{self.head.registered_name}, classes [{self.start}, {self.end}) of "
+                f"{self.num_classes}, sample_rate={self.sample_rate:g}")
+
+    def sample(self, labels_all: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(kept local class ids, sorted; local_labels remapped into them or -1)."""
+        count = self.end - self.start
+        owned = (labels_all >= self.start) & (labels_all < self.end)
+        local = torch.where(owned, labels_all - self.start, torch.full_like(labels_all, -1))
+        keep = max(1, math.ceil(self.sample_rate * count))
+        if keep >= count:
+            return torch.arange(count, device=labels_all.device), local
+        positives = torch.unique(local[owned])
+        gen = torch.Generator().manual_seed(
+            (self.seed * 1_000_003 + self.rank) * 1_000_003 + self._draws)
+        self._draws += 1
+        score = torch.rand(count, generator=gen).to(labels_all.device)
+        score[positives] = 2.0  # positives first, then random negatives
+        index = torch.topk(score, k=max(keep, len(positives)))[1].sort()[0]
+        remapped = torch.searchsorted(index, local.clamp_min(0))
+        return index, torch.where(owned, remapped, local)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 2 or x.shape[1] != self.embedding_size:
+            raise ValueError(f"PartialFC: embeddings must have shape (B, "
+                             f"{self.embedding_size}), got {tuple(x.shape)}")
+        if labels.ndim != 1 or labels.shape[0] != x.shape[0]:
+            raise ValueError(f"PartialFC: labels must have shape ({x.shape[0]},), "
+                             f"got {tuple(labels.shape)}")
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+            x_all = gather_rows(x.to(dtype), True, self.group)
+            labels_all = gather_rows_nograd(labels.long(), self.group)
+            if x_all.shape[0] == 0:
+                raise ValueError("PartialFC: the global batch is empty")
+            lo, hi = int(labels_all.min()), int(labels_all.max())
+            if lo < 0 or hi >= self.num_classes:
+                raise ValueError(f"PartialFC: labels must be in [0, {self.num_classes}), "
+                                 f"got values in [{lo}, {hi}]")
+            index, local_labels = self.sample(labels_all)
+            self.last_index = index
+            weight = self.weight.to(dtype)
+            if len(index) < weight.shape[0]:
+                weight = weight.index_select(0, index)
+            xs, r, norm = _scaled_inputs(self.head, x_all)
+            hook = None if self.head.target_logit is None else self.head._clamped_hook
+            value = _ShardedMarginCE.apply(xs, weight, local_labels, r,
+                                           self.head.normalize_weight, hook, self.group, norm)
+            if self._probe is not None:  # replicated on every rank: gradient sliced, not summed
+                value = value + self._extra_terms(gather_rows(x.to(dtype), False, self.group))
+            return value
+
+    def _extra_terms(self, x_all: torch.Tensor) -> torch.Tensor:
+        """What the loss's own ``compute`` adds to the cross-entropy (MagFace's regulariser),
+        as compute - CE of a one-class copy: exact for terms that do not involve W."""
+        probe = self._probe
+        zeros = torch.zeros(x_all.shape[0], dtype=torch.long, device=x_all.device)
+        return probe.compute(x_all, zeros) - MarginSoftmax.compute(probe, x_all, zeros)
+
+    @torch.no_grad()
+    def step(self, x: torch.Tensor, labels: torch.Tensor) -> None:
+        """Advance the loss's training state like ``Loss.step``, from the global batch (every
+        rank the same: SphereFace's iteration, AdaFace's norm statistics)."""
+        self.head.step(gather_rows_nograd(x, self.group), gather_rows_nograd(labels,
+                                                                            self.group))
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Global argmax class of each of this rank's rows (cosine logits if W is normalised,
+        else W.x), first index on ties: a shard-wise max and two all-reduces."""
+        x_all = gather_rows_nograd(x, self.group)
+        w = self.weight.to(x_all.dtype)
+        if self.head.normalize_weight:
+            x_all, w = ops.l2_normalize(x_all), ops.l2_normalize(w)
+        best, arg = (x_all @ w.t()).max(dim=1)
+        top = best.clone()
+        _all_reduce(top, dist.ReduceOp.MAX, self.group)
+        cand = torch.where(best == top, arg + self.start, torch.full_like(arg, self.num_classes))
+        _all_reduce(cand, dist.ReduceOp.MIN, self.group)
+        lo = row_offset(x.shape[0], self.group, x.device)
+        return cand[lo: lo + x.shape[0]]
+
+    @torch.no_grad()
+    def full_weight(self) -> torch.Tensor:
+        """All shards gathered in class order (C x D): for export and checkpoint conversion."""
+        return gather_rows_nograd(self.weight.detach(), self.group)

@@ -1,0 +1,252 @@
+"""Sharded margin head (PartialFC) against the single-process head, on CPU ranks over gloo.
+
+One ``torch.multiprocessing.spawn`` per world size (2 and 3) runs every check for every
+softmax-family loss in ``list_losses()``; each rank saves its numbers and the references it
+computed from the same seeds, and the assertions run here, in the pytest process.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+
+from common.sampler import EpochSampler
+from pytorch_impl.distributed import DistributedBatchSampler, shard_bounds
+from pytorch_impl.losses import build_loss, list_losses
+from pytorch_impl.losses.base import MarginSoftmax, loss_class
+
+C, D, B = 11, 6, 7  # prime sizes: uneven class and batch shards for 2 and 3 ranks
+C_SAMPLED, R = 40, 0.3
+
+
+def softmax_family() -> list[str]:
+    return [n for n in list_losses()
+            if issubclass(loss_class(n), MarginSoftmax) and loss_class(n).softmax_family]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _problem(name: str, num_classes: int):
+    torch.manual_seed(1234)
+    loss = build_loss(name, num_classes=num_classes, embedding_size=D).double()
+    with torch.no_grad():
+        loss.weight.normal_()
+        if hasattr(loss, "iteration"):
+            loss.iteration.fill_(7)  # SphereFace lambda away from its initial 1000
+    x = torch.nn.functional.normalize(torch.randn(B, D, dtype=torch.float64))
+    x = x * torch.linspace(4.0, 24.0, B, dtype=torch.float64)[:, None]  # norms around MagFace's
+    # clamp [10, 110] and AdaFace's statistics, so |x|-dependent terms have gradients
+    y = torch.randint(0, num_classes, (B,))
+    y[1] = y[0]  # a repeated identity in the batch
+    return loss, x, y
+
+
+def _reference(loss, x, y):
+    xr = x.clone().requires_grad_(True)
+    value = loss(xr, y)
+    value.backward()
+    return float(value), xr.grad.numpy(), loss.weight.grad.numpy().copy()
+
+
+def _worker(rank: int, world: int, port: int, out: str) -> None:
+    torch.set_num_threads(1)
+    from pytorch_impl.distributed import destroy_process_group, gather_rows_nograd
+    from pytorch_impl.distributed import init_process_group as init
+    from pytorch_impl.partial_fc import PartialFC
+
+    init(rank, world, init_method=f"tcp://127.0.0.1:{port}", backend="gloo")
+    lo, hi = shard_bounds(B, world, rank)
+    res = {}
+    for name in softmax_family():
+        loss, x, y = _problem(name, C)
+        ref = _reference(loss, x, y)
+        loss.zero_grad()
+        pfc = PartialFC(loss, sample_rate=1.0)
+        xl = x[lo:hi].clone().requires_grad_(True)
+        value = pfc(xl, y[lo:hi])
+        value.backward()
+        res[f"{name}/loss"] = np.array([float(value), ref[0]])
+        res[f"{name}/gx"] = np.stack([xl.grad.numpy(), ref[1][lo:hi]])
+        res[f"{name}/gw"] = np.stack([pfc.weight.grad.numpy(), ref[2][pfc.start:pfc.end]])
+        pred = pfc.predict(x[lo:hi])
+        full_pred = (torch.nn.functional.normalize(x) @ torch.nn.functional.normalize(
+            loss.weight).t() if loss.normalize_weight else x @ loss.weight.t()).argmax(1)
+        res[f"{name}/pred"] = np.stack([pred.numpy(), full_pred[lo:hi].numpy()])
+
+        # sampling: the reference is the single-process head over the union of kept classes
+        loss, x, y = _problem(name, C_SAMPLED)
+        pfc = PartialFC(loss, sample_rate=R, seed=5)
+        xl = x[lo:hi].clone().requires_grad_(True)
+        value = pfc(xl, y[lo:hi])
+        value.backward()
+        kept = gather_rows_nograd(pfc.last_index + pfc.start)
+        sub = build_loss(name, num_classes=len(kept), embedding_size=D,
+                         **{k: getattr(loss, k) for k in type(loss).hyperparameters()}).double()
+        with torch.no_grad():
+            sub.weight.copy_(loss.weight[kept])
+            if hasattr(sub, "iteration"):
+                sub.iteration.copy_(loss.iteration)
+        ref = _reference(sub, x, torch.searchsorted(kept, y))
+        gw_full = np.zeros((C_SAMPLED, D))
+        gw_full[kept.numpy()] = ref[2]
+        res[f"{name}/s_loss"] = np.array([float(value), ref[0]])
+        res[f"{name}/s_gx"] = np.stack([xl.grad.numpy(), ref[1][lo:hi]])
+        res[f"{name}/s_gw"] = np.stack([pfc.weight.grad.numpy(), gw_full[pfc.start:pfc.end]])
+        res[f"{name}/s_kept"] = kept.numpy()
+        res[f"{name}/s_labels"] = y.numpy()
+        res[f"{name}/s_count"] = np.array([len(pfc.last_index), pfc.end - pfc.start])
+        again = PartialFC(loss, sample_rate=R, seed=5)
+        res[f"{name}/s_repeat"] = np.stack([again.sample(y)[0].numpy(),
+                                            pfc.last_index.numpy()])
+    res.update(_trainer_step(rank, world))
+    np.savez(os.path.join(out, f"rank{rank}.npz"), **res)
+    destroy_process_group()
+
+
+def _trainer_step(rank: int, world: int) -> dict:
+    """One DistributedTrainer SGD step on a linear backbone vs the single-process Trainer."""
+    from pytorch_impl.distributed import DistContext
+    from pytorch_impl.distributed_train import DistributedTrainer
+    from pytorch_impl.train import Trainer
+
+    out = {}
+    for name in ("arcface", "adaface", "arcface+center", "triplet"):
+        batches = []
+        for _ in range(2):
+            torch.manual_seed(99)
+            net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, D))
+            loss = build_loss(name, num_classes=C, embedding_size=D)
+            batches.append((net, loss))
+        images = np.random.default_rng(3).normal(size=(8, 3, 2, 2)).astype(np.float32)
+        labels = np.array([0, 0, 3, 3, 5, 5, 9, 9])
+        single = Trainer(*batches[0])
+        ctx = DistContext(rank, world, rank, "gloo", torch.device("cpu"))
+        multi = DistributedTrainer(*batches[1], ctx)
+        lo, hi = shard_bounds(len(labels), world, rank)
+        for lr in (0.1, 0.05):
+            single.set_lr(lr)
+            multi.set_lr(lr)
+            a = single.train_step(images, labels)
+            b = multi.train_step(images[lo:hi], labels[lo:hi])
+        out[f"train/{name}/loss"] = np.array([b.loss, a.loss])
+        out[f"train/{name}/backbone"] = np.stack([
+            torch.cat([p.detach().flatten() for p in multi.net.parameters()]).numpy(),
+            torch.cat([p.detach().flatten() for p in single.backbone.parameters()]).numpy()])
+        if name != "triplet":
+            sh = multi.loss.sharded
+            out[f"train/{name}/weight"] = np.stack([
+                sh.weight.detach().numpy(), single.loss.weight.detach()[sh.start:sh.end].numpy()])
+    return out
+
+
+def _spawn(world: int, tmp_path) -> list[dict]:
+    import torch.multiprocessing as mp
+
+    mp.spawn(_worker, args=(world, _free_port(), str(tmp_path)), nprocs=world, join=True)
+    return [dict(np.load(tmp_path / f"rank{r}.npz")) for r in range(world)]
+
+
+@pytest.fixture(scope="module", params=[2, 3], ids=lambda w: f"world{w}")
+def ranks(request, tmp_path_factory):
+    return request.param, _spawn(request.param, tmp_path_factory.mktemp(f"w{request.param}"))
+
+
+@pytest.mark.parametrize("name", softmax_family())
+def test_exact_mode_matches_single_process(ranks, name):
+    world, results = ranks
+    for rank, res in enumerate(results):
+        got, want = res[f"{name}/loss"]
+        assert got == pytest.approx(want, rel=1e-12, abs=1e-12), (world, rank)
+        np.testing.assert_allclose(*res[f"{name}/gx"], rtol=1e-9, atol=1e-12,
+                                   err_msg=f"{name} grad x, rank {rank}/{world}")
+        np.testing.assert_allclose(*res[f"{name}/gw"], rtol=1e-9, atol=1e-12,
+                                   err_msg=f"{name} grad W, rank {rank}/{world}")
+        np.testing.assert_array_equal(*res[f"{name}/pred"])
+    # the shards tile the class range: every class's gradient appears exactly once
+    assert sum(len(r[f"{name}/gw"][0]) for r in results) == C
+
+
+@pytest.mark.parametrize("name", softmax_family())
+def test_sampling_keeps_positives_and_matches_restricted_softmax(ranks, name):
+    world, results = ranks
+    kept = results[0][f"{name}/s_kept"]
+    assert set(results[0][f"{name}/s_labels"].tolist()) <= set(kept.tolist())
+    assert len(set(kept.tolist())) == len(kept) < C_SAMPLED
+    for res in results:
+        n_kept, n_shard = res[f"{name}/s_count"]
+        assert n_kept >= int(np.ceil(R * n_shard))
+        np.testing.assert_array_equal(res[f"{name}/s_kept"], kept)
+        got, want = res[f"{name}/s_loss"]
+        assert got == pytest.approx(want, rel=1e-12, abs=1e-12)
+        np.testing.assert_allclose(*res[f"{name}/s_gx"], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(*res[f"{name}/s_gw"], rtol=1e-9, atol=1e-12)
+        np.testing.assert_array_equal(*res[f"{name}/s_repeat"])  # same seed, same draw
+
+
+@pytest.mark.parametrize("name", ["arcface", "adaface", "arcface+center", "triplet"])
+def test_distributed_trainer_step_equals_single_process(ranks, name):
+    world, results = ranks
+    for res in results:
+        got, want = res[f"train/{name}/loss"]
+        assert got == pytest.approx(want, rel=1e-5)
+        np.testing.assert_allclose(*res[f"train/{name}/backbone"], rtol=1e-4, atol=1e-6)
+        if f"train/{name}/weight" in res:
+            np.testing.assert_allclose(*res[f"train/{name}/weight"], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_batch_shards_are_disjoint_and_rebuild_the_single_process_batches(world):
+    labels = np.repeat(np.arange(9), 4)
+    for pk in (None, 4):
+        sampler = EpochSampler(labels, 16, seed=3, pk=pk)
+        shards = [list(DistributedBatchSampler(EpochSampler(labels, 16, seed=3, pk=pk), r,
+                                               world).batches(1)) for r in range(world)]
+        whole = list(sampler.batches(1))
+        assert all(len(s) == len(whole) == len(sampler) for s in shards)
+        for b, (idx, flips) in enumerate(whole):
+            np.testing.assert_array_equal(np.concatenate([s[b][0] for s in shards]), idx)
+            np.testing.assert_array_equal(np.concatenate([s[b][1] for s in shards]), flips)
+            sizes = [len(s[b][0]) for s in shards]
+            assert max(sizes) - min(sizes) <= 1
+
+
+def test_shard_bounds_and_bad_arguments():
+    for total in (1, 7, 11, 85_742):
+        for world in (1, 2, 3, 8):
+            parts = [shard_bounds(total, world, r) for r in range(world)]
+            assert parts[0][0] == 0 and parts[-1][1] == total
+            assert all(a[1] == b[0] for a, b in zip(parts, parts[1:], strict=False))
+    with pytest.raises(ValueError, match="rank must be in"):
+        shard_bounds(10, 2, 2)
+    with pytest.raises(ValueError, match="rank must be in"):
+        DistributedBatchSampler(EpochSampler(np.arange(8), 4, 0), 3, 2)
+    from pytorch_impl.partial_fc import PartialFC
+
+    with pytest.raises(ValueError, match="sample_rate"):
+        PartialFC("arcface", num_classes=10, embedding_size=4, sample_rate=0.0)
+    with pytest.raises(ValueError, match="not a softmax-family"):
+        PartialFC("triplet", num_classes=10, embedding_size=4)
+
+
+def test_single_rank_partial_fc_is_the_single_process_head():
+    """Without a process group one rank holds every class: same value and gradients."""
+    from pytorch_impl.partial_fc import PartialFC
+
+    loss, x, y = _problem("cosface", C)
+    ref = _reference(loss, x, y)
+    loss.zero_grad()
+    pfc = PartialFC(loss)
+    xr = x.clone().requires_grad_(True)
+    value = pfc(xr, y)
+    value.backward()
+    assert float(value) == pytest.approx(ref[0], rel=1e-12)
+    np.testing.assert_allclose(xr.grad.numpy(), ref[1], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(pfc.weight.grad.numpy(), ref[2], rtol=1e-9, atol=1e-12)
