@@ -1,4 +1,4 @@
-"""Registry, argument checks, the ``MarginSoftmax`` base and the loss-state exchange (Gluon).
+"""The ``MarginSoftmax`` base, loss-state exchange and registry hook-up (Gluon).
 
 Mirror of ``pytorch_impl/losses/base.py`` (same names, defaults and error texts); the maths
 and its references are documented there. Losses are HybridBlocks: training state lives in
@@ -8,88 +8,29 @@ Parameters with grad_req='null', updated outside the graph by ``step``.
 from __future__ import annotations
 
 import inspect
-import math
-from collections.abc import Callable
 
 import mxnet as mx
 import numpy as np
 from mxnet import gluon, nd
 
+from common.loss_args import (  # noqa: F401  (re-exported to the loss files)
+    MAX_SIZE,
+    LossRegistry,
+    check_bool,
+    check_int,
+    check_real,
+)
+
 from .. import ops
 
-_REGISTRY: dict[str, type] = {}
 INTEGER_STATE = ("iteration",)  # stored as float Parameters, exchanged as int64
 
-
-def register_loss(name: str) -> Callable[[type], type]:
-    """Class decorator: make the loss buildable as ``build_loss(name, ...)``."""
-
-    def deco(cls: type) -> type:
-        if name in _REGISTRY:
-            raise ValueError(f"loss {name!r} is already registered ({_REGISTRY[name].__name__})")
-        _REGISTRY[name] = cls
-        cls.registered_name = name
-        return cls
-
-    return deco
-
-
-def list_losses() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def loss_class(name: str) -> type:
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown loss {name!r}; known losses: {', '.join(list_losses())}")
-    return _REGISTRY[name]
-
-
-def build_loss(name: str, num_classes: int, embedding_size: int, **hyperparams):
-    """Build a registered loss; unknown names or hyper-parameters raise ValueError."""
-    cls = loss_class(name)
-    allowed = cls.hyperparameters()
-    unknown = sorted(set(hyperparams) - set(allowed))
-    if unknown:
-        raise ValueError(
-            f"{cls.__name__}: unknown hyper-parameter(s) {', '.join(unknown)}; "
-            f"allowed: {', '.join(f'{k}={v!r}' for k, v in allowed.items()) or 'none'}"
-        )
-    return cls(num_classes=num_classes, embedding_size=embedding_size, **hyperparams)
-
-
-# ---- argument checks (same texts in pytorch_impl/losses/base.py) ---------------------------
-
-def check_real(owner: str, name: str, value, lo: float, hi: float,
-               lo_open: bool = False, hi_open: bool = False) -> float:
-    """``value`` must be a finite real in the interval; returns it as float."""
-    lb, rb = "(" if lo_open else "[", ")" if hi_open else "]"
-    interval = f"{lb}{lo:g}, {hi:g}{rb}"
-    ok = isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)
-    if ok:
-        v = float(value)
-        ok = (math.isfinite(v) and (v > lo if lo_open else v >= lo)
-              and (v < hi if hi_open else v <= hi))
-    if not ok:
-        raise ValueError(f"{owner}: argument '{name}' must be a real number in {interval}, "
-                         f"got {value!r}")
-    return float(value)
-
-
-def check_int(owner: str, name: str, value, lo: int, hi: int) -> int:
-    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool) and lo <= value <= hi
-    if not ok:
-        raise ValueError(f"{owner}: argument '{name}' must be an integer in [{lo}, {hi}], "
-                         f"got {value!r}")
-    return int(value)
-
-
-def check_bool(owner: str, name: str, value) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{owner}: argument '{name}' must be True or False, got {value!r}")
-    return bool(value)
-
-
-MAX_SIZE = 2**31 - 1
+_LOSSES = LossRegistry()
+_REGISTRY = _LOSSES.classes  # name -> class (joint.py walks it to generate the joint objectives)
+register_loss = _LOSSES.register
+list_losses = _LOSSES.names
+loss_class = _LOSSES.get
+build_loss = _LOSSES.build
 
 
 class Loss(gluon.HybridBlock):
