@@ -1,0 +1,172 @@
+"""Real faces (AT&T/ORL, Cropped Extended Yale B, LFW View 1): every loss x both backends over
+several seeds, with the backend gap tested.
+
+For each seed: prepares the data set if missing (``bench.real_data``: the suite's converters
+over ``--shared``), then runs the comparison harness (``bench.harness``: identical initial
+weights and batches in both backends) into ``RESULTS/<dataset>/seed<k>/``, and rebuilds the
+report after every cell (``bench.real_report``): results.csv (a row per loss, backend, seed),
+gap.csv (paired torch - gluon gap with a 95 % t-interval, McNemar's exact test), mcnemar.csv,
+ranking.csv (ties where intervals overlap), results.md and curves.png under RESULTS/<dataset>/.
+
+Resumes: finished cells are skipped, an interrupted cell restarts from its last epoch
+checkpoint in RUNS/, so a long comparison can be completed in several sittings by rerunning the
+same command. ``--report-only`` rebuilds the tables from the cells without training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+NAME = "real"
+HELP = "real faces (att_faces, cropped_yale_b, lfw_view1): all losses x both backends x seeds"
+
+# The SPEC table's losses; the joint "+center"/"+ring" objectives are combinations whose parts
+# are both measured here, and running them too would triple the time (pass --losses all).
+BASE_LOSSES = ("softmax", "l2softmax", "normface", "sphereface", "cosface", "arcface",
+               "combined", "center", "ring", "triplet", "contrastive")
+
+# Per data set: epochs and batch size sized (with the backbone defaults below) for one seed of
+# the 11 losses x 2 backends in <= 60 min on 2 free cores; see results/real_data.md.
+PROFILES = {
+    "att_faces": {"epochs": 15, "batch_size": 32},
+    "cropped_yale_b": {"epochs": 4, "batch_size": 64},
+    "lfw_view1": {"epochs": 2, "batch_size": 64},
+}
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(s.strip() for s in text.split(",") if s.strip())
+
+
+def add_arguments(p) -> None:
+    from bench.real_data import DATASETS, DEFAULT_ROOT, DEFAULT_SHARED
+
+    p.add_argument("--dataset", choices=sorted(DATASETS),
+                   help="one of the three real sets (prepared from --shared if missing)")
+    p.add_argument("--data", type=Path, default=None,
+                   help="instead of --dataset: any prepared InsightFace folder (train.rec/idx, "
+                        "property, *.bin such as lfw.bin, cfp_fp.bin, agedb_30.bin); its name "
+                        "names the results folder; give --epochs and --batch-size")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                   help="seeds to run, one harness pass each (initial weights, batch order)")
+    p.add_argument("--shared", type=Path, default=DEFAULT_SHARED,
+                   help="folder holding att_faces/, cropped_yale_b/ and lfw/ (sources)")
+    p.add_argument("--data-root", type=Path, default=DEFAULT_ROOT,
+                   help="prepared data sets go to DATA_ROOT/<dataset>/")
+    p.add_argument("--results", type=Path, default=Path("results"))
+    p.add_argument("--runs", default="runs", help="folder for resume checkpoints")
+    p.add_argument("--losses", type=_csv, default=BASE_LOSSES,
+                   help="comma-separated loss names, or 'all' for every loss registered in "
+                        "both backends")
+    p.add_argument("--backbone", default="mobilefacenet")
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--embedding-size", type=int, default=128)
+    p.add_argument("--epochs", type=int, default=None, help="default: per data set (PROFILES)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="default: per data set (PROFILES)")
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=False,
+                   help="add the flipped image's embedding at evaluation (doubles its cost)")
+    p.add_argument("--report-only", action="store_true",
+                   help="rebuild the tables and curves from finished cells; train nothing")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def harness_config(args, data: Path, seed: int, command: str):
+    from bench.harness import HarnessConfig
+    from bench.real_report import seed_dir
+
+    profile = PROFILES.get(data.name, {})
+    losses = () if tuple(args.losses) == ("all",) else tuple(args.losses)
+    # MobileFaceNet normalises raw 0..255 input inside its graph by default; the harness feeds
+    # images already normalised by common.images.normalize, so that step is switched off
+    kwargs = {"input_norm": False} if args.backbone == "mobilefacenet" else {}
+    return HarnessConfig(
+        data=str(data), results=str(seed_dir(args.results, data.name, seed)), runs=args.runs,
+        losses=losses, backbone=args.backbone, backbone_kwargs=kwargs,
+        embedding_size=args.embedding_size, image_size=args.image_size,
+        epochs=args.epochs or profile["epochs"],
+        batch_size=args.batch_size or profile["batch_size"], lr=args.lr, seed=seed,
+        flip_test=args.flip_test, progress=not args.no_progress, plots=False, command=command)
+
+
+def family_hash(cfg) -> str:
+    """The harness's hash of a run config + data fingerprint (cells of other configs ignored)."""
+    from bench import harness
+    from bench import results as res
+
+    data = Path(cfg.data)
+    bins = sorted(data.glob("*.bin"))
+    return res.config_hash({**harness._hashed(cfg), "data": harness.data_fingerprint(data, bins)})
+
+
+def run(args) -> int:
+    from bench import real_data, real_report
+    from bench import results as res
+
+    # the command that trains these cells (a --report-only rebuild names the training command)
+    command = "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]
+                                            if a != "--report-only")
+    if (args.dataset is None) == (args.data is None):
+        raise ValueError("give exactly one of --dataset (att_faces, cropped_yale_b, lfw_view1) "
+                         "and --data (a prepared InsightFace folder)")
+    if args.data is not None:
+        data = args.data
+        if data.name not in PROFILES and (args.epochs is None or args.batch_size is None):
+            raise ValueError(f"--data {data}: give --epochs and --batch-size (no profile for "
+                             f"{data.name!r})")
+        source = (real_data.manifest(data) if (data / real_data.MANIFEST).is_file()
+                  else {"folder": str(data)})
+    else:
+        data = real_data.prepare(args.dataset, args.shared, args.data_root,
+                                 progress=not args.no_progress)
+        source = real_data.manifest(data)
+    dataset = data.name
+    cfgs = {s: harness_config(args, data, s, command) for s in args.seeds}
+    hashes = {s: family_hash(c) for s, c in cfgs.items()}
+    n_losses = len(args.losses) if tuple(args.losses) != ("all",) else None
+    if n_losses is None:
+        from bench.harness import known_losses
+
+        n_losses = len(known_losses())
+    first = next(iter(cfgs.values()))
+    from bench.harness import _hashed
+
+    config = {k: v for k, v in _hashed(first).items() if k != "seed"}
+    meta = {"config": {**config, "losses": list(first.losses) or "all"},
+            "seeds": list(args.seeds), "dataset": dataset,
+            "data": source, "environment": res.environment(),
+            "command": command}
+    expected = n_losses * 2 * len(args.seeds)
+
+    def report():
+        return real_report.write_report(args.results, dataset, hashes, meta, expected)
+
+    if args.report_only:
+        print(f"wrote {report()}")
+        print(real_report.summary_line(args.results, dataset))
+        return 0
+    from bench.harness import run as run_harness
+
+    def log(line: str) -> None:
+        print(line, flush=True)
+        if not line.startswith(("[skip]", "[plot]")):
+            try:
+                report()
+            except (ValueError, OSError, KeyError) as exc:  # a table bug must not stop training
+                print(f"warning: report not rebuilt: {type(exc).__name__}: {exc}",
+                      file=sys.stderr, flush=True)
+
+    failed = 0
+    for seed, cfg in cfgs.items():
+        print(f"== {dataset} seed {seed}: {cfg.backbone} {cfg.image_size}px, "
+              f"{cfg.epochs} epochs, batch {cfg.batch_size}", flush=True)
+        cells = run_harness(cfg, log=log)
+        failed += sum(c.get("status") != "ok" for c in cells)
+    md = report()
+    print(f"wrote {md}")
+    print(real_report.summary_line(args.results, dataset))
+    return 1 if failed else 0

@@ -1,0 +1,273 @@
+"""Tables and figures of a real-data comparison over seeds, built from the harness's cells.
+
+The harness keeps one seed per results folder (its cell key is (loss, backend)), so seed s of
+data set D lives in ``results/D/seed<s>/D/cells/``. This module reads the cells of every seed
+that match the current config (the harness's family hash) and writes, under ``results/D/``:
+
+- ``results.csv``: one row per (loss, backend, seed): 10-fold accuracy (mean, +- fold std),
+  VAL@FAR=1e-3, EER, AUC, final train loss, wall time, status;
+- ``gap.csv``: one row per loss: torch and gluon mean +- sd over seeds, the paired torch - gluon
+  difference with its 95 % t-interval, whether it excludes zero, the paired t-test p, and
+  McNemar's exact test on the per-pair decisions (pooled over seeds, and per seed in
+  ``mcnemar.csv``);
+- ``ranking.csv``: per backend, losses ranked with ties where the 95 % intervals overlap;
+- ``results.md``: all of the above as Markdown with config, seeds, commit, packages, CPU, command;
+- ``curves.png``: training loss per step and accuracy per epoch, both backends overlaid per loss
+  (every seed drawn), via ``bench.plots.training_curves``.
+
+Statistics: ``bench.gap``. Every file is written atomically; the report can be rebuilt at any
+time from the cells (``python -m bench real --report-only``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+from bench import gap
+from bench import results as res
+from common.trainloop import atomic_write_bytes
+
+BACKENDS = ("pytorch", "gluon")
+RESULT_COLUMNS = ["dataset", "target", "loss", "backend", "seed", "status", "acc_mean", "acc_std",
+                  "val", "eer", "auc", "final_train_loss", "wall_s", "epochs", "config_hash"]
+GAP_COLUMNS = ["dataset", "target", "loss", "seeds", "torch_mean", "torch_sd", "gluon_mean",
+               "gluon_sd", "diff_mean", "diff_sd", "diff_ci95_lo", "diff_ci95_hi",
+               "ci_excludes_zero", "ttest_p", "mcnemar_torch_only", "mcnemar_gluon_only",
+               "mcnemar_pooled_p", "mcnemar_seeds_p_lt_0.05"]
+MCNEMAR_COLUMNS = ["dataset", "target", "loss", "seed", "torch_only", "gluon_only", "both_right",
+                   "both_wrong", "p"]
+RANK_COLUMNS = ["dataset", "target", "backend", "rank", "loss", "seeds", "mean", "sd",
+                "ci95_lo", "ci95_hi", "tied_with"]
+
+
+def seed_dir(results: Path, dataset: str, seed: int) -> Path:
+    """The harness's results root for one seed (it appends the data folder name itself)."""
+    return Path(results) / dataset / f"seed{seed}"
+
+
+def cells_dir(results: Path, dataset: str, seed: int) -> Path:
+    return seed_dir(results, dataset, seed) / dataset
+
+
+def load_seed_cells(results: Path, dataset: str, family_hashes: dict) -> dict:
+    """``{seed: [cell]}`` for the cells matching each seed's family hash."""
+    return {seed: res.load_cells(cells_dir(results, dataset, seed), fh)
+            for seed, fh in sorted(family_hashes.items())}
+
+
+def result_rows(dataset: str, cells_by_seed: dict) -> list[dict]:
+    rows = []
+    for seed, cells in cells_by_seed.items():
+        for r in res.rows_from_cells(cells):
+            rows.append({"dataset": dataset, "seed": seed, **{k: r.get(k, math.nan) for k in (
+                "target", "loss", "backend", "status", "acc_mean", "acc_std", "val", "eer",
+                "auc", "final_train_loss", "wall_s", "epochs", "config_hash")}})
+    rows.sort(key=lambda r: (r["target"], r["loss"], r["backend"], r["seed"]))
+    return rows
+
+
+def _ok(rows):
+    return [r for r in rows if r["status"] == "ok" and not math.isnan(r["acc_mean"])]
+
+
+def _decisions(results: Path, dataset: str, seed: int, loss: str, backend: str, target: str):
+    path = res.result_path(cells_dir(results, dataset, seed), loss, backend, target)
+    return gap.correct_pairs(res.load_result(path)) if path.exists() else None
+
+
+def gap_rows(results: Path, dataset: str, rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(one gap row per (target, loss), one McNemar row per (target, loss, seed))."""
+    acc = {}
+    for r in _ok(rows):
+        acc.setdefault((r["target"], r["loss"]), {}).setdefault(r["backend"], {})[r["seed"]] = \
+            r["acc_mean"]
+    out, per_seed = [], []
+    for (target, loss), by_backend in sorted(acc.items()):
+        t, g = by_backend.get("pytorch", {}), by_backend.get("gluon", {})
+        row = {"dataset": dataset, "target": target, "loss": loss}
+        if not (set(t) & set(g)):
+            continue  # no seed finished in both backends yet
+        pg = gap.paired_gap(t, g)
+        ti = gap.t_interval([t[s] for s in pg.seeds])
+        gi = gap.t_interval([g[s] for s in pg.seeds])
+        row.update(seeds=" ".join(map(str, pg.seeds)), torch_mean=ti.mean, torch_sd=ti.std,
+                   gluon_mean=gi.mean, gluon_sd=gi.std, diff_mean=pg.interval.mean,
+                   diff_sd=pg.interval.std, diff_ci95_lo=pg.interval.lo,
+                   diff_ci95_hi=pg.interval.hi,
+                   ci_excludes_zero=("n/a" if pg.interval.n < 2
+                                     else str(pg.interval.excludes_zero).lower()),
+                   ttest_p=pg.p_value)
+        b = c = significant = tested = 0
+        for seed in pg.seeds:
+            dt = _decisions(results, dataset, seed, loss, "pytorch", target)
+            dg = _decisions(results, dataset, seed, loss, "gluon", target)
+            if dt is None or dg is None or dt.shape != dg.shape:
+                continue
+            m = gap.mcnemar_exact(dt, dg)
+            per_seed.append({"dataset": dataset, "target": target, "loss": loss, "seed": seed,
+                             "torch_only": m.only_first, "gluon_only": m.only_second,
+                             "both_right": m.both_right, "both_wrong": m.both_wrong,
+                             "p": m.p_value})
+            b, c = b + m.only_first, c + m.only_second
+            tested += 1
+            significant += m.p_value < 0.05
+        row.update(mcnemar_torch_only=b, mcnemar_gluon_only=c,
+                   mcnemar_pooled_p=gap.binomial_two_sided_half(b, b + c) if tested else math.nan,
+                   **{"mcnemar_seeds_p_lt_0.05": f"{significant}/{tested}"})
+        out.append(row)
+    return out, per_seed
+
+
+def ranking_rows(dataset: str, rows: list[dict]) -> list[dict]:
+    out = []
+    for target in sorted({r["target"] for r in _ok(rows)}):
+        for backend in BACKENDS:
+            accs = {}
+            for r in _ok(rows):
+                if r["target"] == target and r["backend"] == backend:
+                    accs.setdefault(r["loss"], []).append(r["acc_mean"])
+            if not accs:
+                continue
+            ranked = gap.rank_with_ties({k: gap.t_interval(v) for k, v in accs.items()})
+            for rk in ranked:
+                iv = rk.interval
+                out.append({"dataset": dataset, "target": target, "backend": backend,
+                            "rank": rk.rank, "loss": rk.name, "seeds": iv.n, "mean": iv.mean,
+                            "sd": iv.std, "ci95_lo": iv.lo, "ci95_hi": iv.hi,
+                            "tied_with": " ".join(rk.tied_with)})
+    return out
+
+
+def _cell(v, digits=4):
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.{digits}f}"
+    return str(v)
+
+
+def to_csv(rows: list[dict], columns: list[str], meta: dict) -> str:
+    buf = io.StringIO()
+    for key in sorted(meta):
+        buf.write(f"# {key}: {json.dumps(meta[key], sort_keys=True)}\n")
+    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (repr(r[k]) if isinstance(r.get(k), float) else r.get(k, ""))
+                    for k in columns})
+    return buf.getvalue()
+
+
+def md_table(rows: list[dict], columns: list[tuple[str, str]], digits: int = 4) -> list[str]:
+    lines = ["| " + " | ".join(h for _, h in columns) + " |", "|" + "---|" * len(columns)]
+    for r in rows:
+        lines.append("| " + " | ".join(
+            _cell(r.get(k, ""), 1 if k == "wall_s" else digits) for k, _ in columns) + " |")
+    return lines
+
+
+def _pct(v):
+    return "nan" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f}"
+
+
+def to_markdown(dataset: str, meta: dict, rows, gaps, mcn, ranks, expected: int) -> str:
+    cfg, env = meta["config"], meta["environment"]
+    done = len(_ok(rows))
+    lines = [f"# {dataset}: margin losses, PyTorch vs Gluon, over seeds", "",
+             f"Seeds {meta['seeds']}; cells finished: {done} of {expected} "
+             f"(losses x backends x seeds). Data: {json.dumps(meta.get('data', {}))}", "",
+             "Config (seed aside): " + ", ".join(f"`{k}={cfg[k]}`" for k in sorted(cfg)
+                                                 if k != "seed"), "",
+             f"Commit `{env['git_commit']}`, CPU {env['cpu']}, Python {env['python']}, "
+             + ", ".join(f"{k} {v}" for k, v in sorted(env["packages"].items())), "",
+             f"Command: `{meta['command']}`", "",
+             "Accuracy: 10-fold verification accuracy on the held-out pairs, in %. "
+             "Over seeds: mean +- sample sd. Gap: torch - gluon, paired by seed (same initial "
+             "weights and batches), 95 % Student-t interval; with one seed there is no interval. "
+             "McNemar: exact test on the two backends' per-pair decisions (b = pairs only torch "
+             "gets right, c = only gluon), pooled over seeds (the same pairs recur in every "
+             "seed, so read the pooled p as indicative) and the number of seeds with p < 0.05.",
+             ""]
+    for target in sorted({g["target"] for g in gaps} | {r["target"] for r in ranks}):
+        lines += [f"## {target}: backend gap per loss", ""]
+        trows = []
+        for g in (g for g in gaps if g["target"] == target):
+            trows.append({
+                "loss": g["loss"], "n": len(g["seeds"].split()),
+                "torch": f"{_pct(g['torch_mean'])} +- {_pct(g['torch_sd'])}",
+                "gluon": f"{_pct(g['gluon_mean'])} +- {_pct(g['gluon_sd'])}",
+                "gap": _pct(g["diff_mean"]),
+                "ci": f"[{_pct(g['diff_ci95_lo'])}, {_pct(g['diff_ci95_hi'])}]",
+                "ex": g["ci_excludes_zero"],
+                "mc": f"{g['mcnemar_torch_only']} / {g['mcnemar_gluon_only']}",
+                "p": _cell(g["mcnemar_pooled_p"], 3), "sig": g["mcnemar_seeds_p_lt_0.05"]})
+        lines += md_table(trows, [("loss", "loss"), ("n", "seeds"), ("torch", "torch acc %"),
+                                  ("gluon", "gluon acc %"), ("gap", "gap (pt)"),
+                                  ("ci", "95 % CI (pt)"), ("ex", "excludes 0"),
+                                  ("mc", "McNemar b / c"), ("p", "pooled p"),
+                                  ("sig", "seeds p<0.05")])
+        for backend in BACKENDS:
+            rr = [r for r in ranks if r["target"] == target and r["backend"] == backend]
+            if not rr:
+                continue
+            lines += ["", f"## {target}: ranking ({backend}; shared rank = intervals overlap)",
+                      ""]
+            lines += md_table([{**r, "mean": _pct(r["mean"]), "sd": _pct(r["sd"]),
+                                "ci": f"[{_pct(r['ci95_lo'])}, {_pct(r['ci95_hi'])}]"}
+                               for r in rr],
+                              [("rank", "rank"), ("loss", "loss"), ("seeds", "seeds"),
+                               ("mean", "acc %"), ("sd", "sd"), ("ci", "95 % CI"),
+                               ("tied_with", "tied with")])
+        lines += ["", f"## {target}: every cell", ""]
+        lines += md_table([r for r in rows if r["target"] == target],
+                          [("loss", "loss"), ("backend", "backend"), ("seed", "seed"),
+                           ("status", "status"), ("acc_mean", "acc"), ("acc_std", "fold sd"),
+                           ("val", "VAL@1e-3"), ("eer", "EER"), ("final_train_loss",
+                                                                 "train loss"),
+                           ("wall_s", "wall s")])
+        lines.append("")
+    lines += ["![training curves, both backends overlaid](curves.png)", ""]
+    return "\n".join(lines)
+
+
+def write_report(results: Path, dataset: str, family_hashes: dict, meta: dict,
+                 expected_cells: int, plots: bool = True) -> Path:
+    """Rebuild every table (and the curves) of ``results/<dataset>/``; returns results.md."""
+    out = Path(results) / dataset
+    out.mkdir(parents=True, exist_ok=True)
+    cells_by_seed = load_seed_cells(results, dataset, family_hashes)
+    rows = result_rows(dataset, cells_by_seed)
+    gaps, mcn = gap_rows(results, dataset, rows)
+    ranks = ranking_rows(dataset, rows)
+    for name, table, cols in (("results.csv", rows, RESULT_COLUMNS),
+                              ("gap.csv", gaps, GAP_COLUMNS),
+                              ("mcnemar.csv", mcn, MCNEMAR_COLUMNS),
+                              ("ranking.csv", ranks, RANK_COLUMNS)):
+        atomic_write_bytes(out / name, to_csv(table, cols, meta).encode("utf-8"))
+    md = out / "results.md"
+    atomic_write_bytes(md, to_markdown(dataset, meta, rows, gaps, mcn, ranks,
+                                       expected_cells).encode("utf-8"))
+    if plots:
+        from bench.plots import training_curves
+
+        training_curves([c for cells in cells_by_seed.values() for c in cells],
+                        out / "curves.png")
+    return md
+
+
+def summary_line(results: Path, dataset: str) -> str:
+    """One line per loss from gap.csv, for the console."""
+    path = Path(results) / dataset / "gap.csv"
+    if not path.exists():
+        return ""
+    import pandas as pd
+
+    df = pd.read_csv(path, comment="#")
+    return "\n".join(
+        f"{r.loss:18s} torch {100 * r.torch_mean:6.2f} gluon {100 * r.gluon_mean:6.2f} "
+        f"gap {100 * r.diff_mean:+6.2f} CI [{100 * r.diff_ci95_lo:+.2f}, "
+        f"{100 * r.diff_ci95_hi:+.2f}] McNemar p {r.mcnemar_pooled_p:.3f}"
+        for r in df.itertuples()) if len(df) else ""
+
