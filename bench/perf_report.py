@@ -21,6 +21,58 @@ def _fmt(v) -> str:
     return str(v)
 
 
+OWN_HEAD_PREFIXES = ("torch ", "gluon ")
+BASELINE_HEADS = ("torch linear+CE", "gluon Dense+SoftmaxCE", "torch GEMM floor",
+                  "gluon GEMM floor")
+
+
+def _num_classes(case: str) -> int | None:
+    if "C=" not in case:
+        return None
+    try:
+        return int(case.split("C=")[1].split()[0].rstrip(","))
+    except ValueError:
+        return None
+
+
+def goal_of(row: dict) -> tuple[str, float] | None:
+    """(goal text, ratio limit) for the rows the issues set a target on; None for the rest."""
+    section, case, impl = row["section"], row["case"], row["impl"]
+    if section == "heads" and impl.startswith(OWN_HEAD_PREFIXES) and impl not in BASELINE_HEADS:
+        c = _num_classes(case)
+        if c is not None:
+            limit = 1.25 if c < 10_000 else 1.15
+            return f"<= {limit}x plain head", limit
+    if section == "data" and impl == "common.recordio.RecordReader":
+        return "reads >= MXNet's speed", 1.0
+    if section == "data" and impl == "FaceRecordDataset[i]":
+        return "read+decode <= 1.10x bare decode", 1.10
+    if section == "verification" and impl == "common.verification":
+        return ">= 20x the literal loop", 0.05
+    return None
+
+
+def _goal_summary(rows: list[dict]) -> list[str]:
+    checked = [(r, *goal_of(r)) for r in rows
+               if goal_of(r) is not None and r.get("ratio") is not None]
+    if not checked:
+        return []
+    out = ["## Goals", "",
+           "| section | goal | rows | met | missed | worst ratio (row) |",
+           "|---|---|---:|---:|---:|---|"]
+    groups: dict = {}
+    for r, text, limit in checked:
+        groups.setdefault((r["section"], text), []).append((r, limit))
+    for (section, text), items in groups.items():
+        missed = [(r, lim) for r, lim in items if r["ratio"] > lim]
+        worst, _ = max(items, key=lambda t: t[0]["ratio"] / t[1])
+        out.append(f"| {section} | {text} | {len(items)} | {len(items) - len(missed)} "
+                   f"| {len(missed)} | {worst['ratio']:.3f} ({worst['case']}, {worst['impl']}) |")
+    out += ["", "Missed rows are listed with their ratio in the section tables below "
+            "(goal column). Why the Gluon heads miss: see results/perf/heads.md.", ""]
+    return out
+
+
 def _csv_text(rows: list[dict], env: dict) -> str:
     buf = io.StringIO()
     buf.write(f"# git_commit={env['git_commit']} cpu={env['cpu']} python={env['python']}\n")
@@ -43,6 +95,7 @@ def _markdown(rows: list[dict], env: dict, sections, failures: dict, quick: bool
            f"- Python {env['python']}; "
            + ", ".join(f"{k} {v}" for k, v in env["packages"].items()),
            ""]
+    out += _goal_summary(rows)
     for section in sections:
         srows = [r for r in rows if r["section"] == section]
         out += [f"## {section}", ""]
@@ -86,7 +139,26 @@ def _plot(rows: list[dict], section: str, path: Path) -> bool:
     return True
 
 
+def read_rows(path: Path) -> list[dict]:
+    """Rows of a perf.csv written by ``write_report`` (numbers back to floats)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no perf.csv to render; run `python -m bench perf`")
+    lines = [line for line in path.read_text().splitlines(keepends=True)
+             if not line.startswith("#")]
+    rows = []
+    for r in csv.DictReader(lines):
+        for k in ("median_s", "min_s", "max_s", "ratio"):
+            r[k] = float(r[k]) if r.get(k) not in (None, "") else None
+        rows.append(r)
+    return rows
+
+
 def write_report(rows: list[dict], out: Path, sections, failures: dict, quick: bool) -> None:
+    for r in rows:
+        g = goal_of(r)
+        if g is not None and r.get("ratio") is not None:
+            r["goal"] = f"{g[0]}: {'met' if r['ratio'] <= g[1] else 'MISSED'}"
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     env = environment()

@@ -33,11 +33,19 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("results/perf"),
                         help="folder for perf.csv, README.md and the plots")
+    parser.add_argument("--render-only", action="store_true",
+                        help="measure nothing: rebuild README.md and the plots from OUT/perf.csv")
 
 
 def run(args) -> int:
-    from bench.perf_report import write_report
+    from bench.perf_report import read_rows, write_report
 
+    if args.render_only:
+        rows = read_rows(args.out / "perf.csv")
+        sections = [s for s in args.sections if any(r["section"] == s for r in rows)]
+        write_report(rows, args.out, sections=sections, failures={}, quick=False)
+        print(f"[perf] rebuilt {args.out}/README.md from {args.out}/perf.csv")
+        return 0
     rows, failures = [], {}
     for name in args.sections:
         module = importlib.import_module(f"bench.perf.{name}")

@@ -1,0 +1,38 @@
+"""results/perf rendering: goals are judged from the ratios, and perf.csv renders back."""
+
+from __future__ import annotations
+
+from bench.perf_report import goal_of, read_rows, write_report
+
+
+def row(section, case, impl, baseline, median, ratio):
+    return {"section": section, "case": case, "impl": impl, "baseline": baseline, "repeats": 3,
+            "median_s": median, "min_s": median, "max_s": median, "ratio": ratio}
+
+
+ROWS = [
+    row("heads", "torch C=10000", "torch linear+CE", "torch linear+CE", 0.1, 1.0),
+    row("heads", "torch C=10000", "torch arcface", "torch linear+CE", 0.11, 1.10),
+    row("heads", "gluon C=10000", "gluon arcface", "gluon Dense+SoftmaxCE", 0.15, 1.50),
+    row("heads", "gluon C=1000", "gluon cosface", "gluon Dense+SoftmaxCE", 0.012, 1.20),
+    row("verification", "6000 pairs", "common.verification", "literal", 0.1, 0.04),
+]
+
+
+def test_goal_limits_follow_the_issue():
+    assert goal_of(ROWS[0]) is None  # the baseline itself
+    assert goal_of(ROWS[1])[1] == 1.15 and goal_of(ROWS[3])[1] == 1.25
+    assert goal_of(ROWS[4])[1] == 0.05
+
+
+def test_report_marks_met_and_missed_and_renders_back(tmp_path):
+    write_report([dict(r) for r in ROWS], tmp_path, sections=["heads", "verification"],
+                 failures={}, quick=True)
+    text = (tmp_path / "README.md").read_text()
+    assert "## Goals" in text
+    assert "| heads | <= 1.15x plain head | 2 | 1 | 1 | 1.500 (gluon C=10000, gluon arcface) |" \
+        in text
+    assert "<= 1.25x plain head: met" in text
+    back = read_rows(tmp_path / "perf.csv")
+    assert [r["ratio"] for r in back] == [r["ratio"] for r in ROWS]
+    assert back[2]["goal"] == "<= 1.15x plain head: MISSED"
