@@ -60,6 +60,9 @@ def run(args) -> int:
         rows += section_rows
         print(f"[perf] section {name}: {len(section_rows)} rows in "
               f"{time.perf_counter() - t0:.0f} s", flush=True)
+        # after every section, so a crash (or the OOM killer) later keeps what was measured
+        done = args.sections[:args.sections.index(name) + 1]
+        write_report(rows, args.out, sections=done, failures=failures, quick=args.quick)
     write_report(rows, args.out, sections=args.sections, failures=failures, quick=args.quick)
     print(f"[perf] wrote {args.out}/perf.csv and {args.out}/README.md")
     return 1 if failures else 0

@@ -5,15 +5,21 @@ Baseline per (backbone, batch): PyTorch in its default NCHW layout; beside it Py
 channels_last, Gluon hybridize(static_alloc=True) (what the harness uses) and Gluon
 hybridize(static_alloc=True, static_shape=True). The ratio column is time per step over the
 baseline's, so torch/gluon speed is read directly from the gluon rows (ratio > 1: gluon slower).
+
+Each variant is timed in a fresh interpreter: MXNet's static_alloc memory pools are never given
+back within a process, and keeping every model's pools alive ran a full report out of memory.
 """
 
 from __future__ import annotations
 
-from functools import partial
+import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 
-from bench.timing import add_ratios, time_call
+from bench.timing import add_ratios
 
 NUM_CLASSES = 1000
 EMBEDDING = 512
@@ -78,22 +84,42 @@ def _gluon_step(name: str, batch: int, size: int, static_shape: bool):
     return step
 
 
+VARIANTS = {
+    "torch": ("_torch_step", {"channels_last": False}),
+    "torch channels_last": ("_torch_step", {"channels_last": True}),
+    "gluon static_alloc": ("_gluon_step", {"static_shape": False}),
+    "gluon static_alloc+static_shape": ("_gluon_step", {"static_shape": True}),
+}
+
+
+def _time_in_subprocess(impl: str, name: str, batch: int, size: int, repeats: int) -> dict:
+    fn, kwargs = VARIANTS[impl]
+    code = (
+        "import json, sys\n"
+        "from bench.runtime import configure_threads\n"
+        "configure_threads()\n"
+        "from bench.perf import training as t\n"
+        "from bench.timing import time_call\n"
+        f"step = t.{fn}({name!r}, {batch}, {size}, **{kwargs!r})\n"
+        f"print('TIMING ' + json.dumps(time_call(step, repeats={repeats}, warmup=1)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=dict(os.environ), check=False)
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("TIMING ")]
+    if out.returncode != 0 or not lines:
+        raise RuntimeError(f"training perf {impl} {name} b{batch}: exit {out.returncode}: "
+                           f"{out.stderr.strip()[-500:]}")
+    return json.loads(lines[-1][len("TIMING "):])
+
+
 def measure(quick: bool = False) -> list[dict]:
     size = 32 if quick else 112
     rows = []
     for name, batches, repeats in QUICK_CASES if quick else CASES:
         for batch in batches:
             case = f"{name} b{batch} {size}px"
-            variants = [
-                ("torch", partial(_torch_step, name, batch, size, channels_last=False)),
-                ("torch channels_last",
-                 partial(_torch_step, name, batch, size, channels_last=True)),
-                ("gluon static_alloc", partial(_gluon_step, name, batch, size, static_shape=False)),
-                ("gluon static_alloc+static_shape",
-                 partial(_gluon_step, name, batch, size, static_shape=True)),
-            ]
-            for impl, make in variants:
-                timing = time_call(make(), repeats=repeats, warmup=1)
+            for impl in VARIANTS:
+                timing = _time_in_subprocess(impl, name, batch, size, repeats)
                 rows.append({"section": "training", "case": case, "impl": impl,
                              "baseline": "torch", **timing,
                              "note": f"{batch / timing['median_s']:.0f} img/s"})
