@@ -52,9 +52,32 @@ def goal_of(row: dict) -> tuple[str, float] | None:
     return None
 
 
+PEERS = {"arcface": ("PML ArcFaceLoss", "gluonfr ArcLoss"),
+         "cosface": ("PML CosFaceLoss", "gluonfr CosLoss"),
+         "sphereface": ("PML SphereFaceLoss", "gluonfr ASoftmax")}
+
+
+def peer_rows(rows: list[dict]) -> list[dict]:
+    """Our head vs the peer's equivalent in the same case, as rows with ratio = ours / peer."""
+    index = {(r["section"], r["case"], r["impl"]): r for r in rows}
+    out = []
+    for r in rows:
+        if r["section"] != "heads" or not r["impl"].startswith(OWN_HEAD_PREFIXES):
+            continue
+        loss = r["impl"].split(" ", 1)[1]
+        for peer in PEERS.get(loss, ()):
+            p = index.get(("heads", r["case"], peer))
+            if p and p.get("median_s") and r.get("median_s"):
+                out.append({"section": "heads", "case": r["case"], "impl": r["impl"],
+                            "peer": peer, "ratio": r["median_s"] / p["median_s"]})
+    return out
+
+
 def _goal_summary(rows: list[dict]) -> list[str]:
     checked = [(r, *goal_of(r)) for r in rows
                if goal_of(r) is not None and r.get("ratio") is not None]
+    checked += [({**r, "impl": f"{r['impl']} vs {r['peer']}"}, "faster than the peer", 1.0)
+                for r in peer_rows(rows)]
     if not checked:
         return []
     out = ["## Goals", "",

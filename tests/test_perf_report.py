@@ -36,3 +36,14 @@ def test_report_marks_met_and_missed_and_renders_back(tmp_path):
     back = read_rows(tmp_path / "perf.csv")
     assert [r["ratio"] for r in back] == [r["ratio"] for r in ROWS]
     assert back[2]["goal"] == "<= 1.15x plain head: MISSED"
+
+
+def test_peers_are_compared_in_the_same_case(tmp_path):
+    rows = [dict(r) for r in ROWS] + [
+        row("heads", "torch C=10000", "PML ArcFaceLoss", "torch linear+CE", 0.2, 2.0),
+        row("heads", "gluon C=10000", "gluonfr ArcLoss", "gluon Dense+SoftmaxCE", 0.12, 1.2),
+    ]
+    write_report(rows, tmp_path, sections=["heads"], failures={}, quick=True)
+    text = (tmp_path / "README.md").read_text()
+    assert "| heads | faster than the peer | 2 | 1 | 1 | 1.250 (gluon C=10000, gluon arcface " \
+           "vs gluonfr ArcLoss) |" in text
