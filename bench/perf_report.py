@@ -126,6 +126,9 @@ def _markdown(rows: list[dict], env: dict, sections, failures: dict, quick: bool
             out += [f"**Section failed:** {failures[section]}", ""]
         if not srows:
             continue
+        stamps = sorted({r["measured"] for r in srows if r.get("measured")})
+        if stamps:
+            out += [f"Measured at commit {', '.join(f'`{m}`' for m in stamps)}.", ""]
         out += ["| case | impl | baseline | median ms | min-max ms | ratio | goal | note |",
                 "|---|---|---|---:|---:|---:|---|---|"]
         for r in srows:

@@ -25,5 +25,6 @@ def add_ratios(rows: list[dict]) -> list[dict]:
     index = {(r["section"], r["case"], r["impl"]): r for r in rows}
     for r in rows:
         base = index.get((r["section"], r["case"], r.get("baseline")))
-        r["ratio"] = r["median_s"] / base["median_s"] if base and base["median_s"] > 0 else None
+        ok = base and base.get("median_s") and r.get("median_s") is not None
+        r["ratio"] = r["median_s"] / base["median_s"] if ok else None
     return rows

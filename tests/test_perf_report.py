@@ -47,3 +47,20 @@ def test_peers_are_compared_in_the_same_case(tmp_path):
     text = (tmp_path / "README.md").read_text()
     assert "| heads | faster than the peer | 2 | 1 | 1 | 1.250 (gluon C=10000, gluon arcface " \
            "vs gluonfr ArcLoss) |" in text
+
+
+def test_one_section_is_remeasured_and_the_others_kept(tmp_path):
+    from bench.cli import main
+
+    write_report([dict(r) for r in ROWS], tmp_path, sections=["heads", "verification"],
+                 failures={}, quick=False)
+    assert main(["perf", "--quick", "--sections", "verification", "--out", str(tmp_path)]) == 0
+    back = read_rows(tmp_path / "perf.csv")
+    heads = [r for r in back if r["section"] == "heads"]
+    ver = [r for r in back if r["section"] == "verification"]
+    assert [r["ratio"] for r in heads] == [r["ratio"] for r in ROWS[:4]]
+    assert ver and all(r["measured"] for r in ver) and not any(r["case"] == "6000 pairs"
+                                                                 for r in ver)
+    text = (tmp_path / "README.md").read_text()
+    assert text.index("## heads") < text.index("## verification")
+    assert text.count("Measured at commit") == 1

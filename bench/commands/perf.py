@@ -19,13 +19,11 @@ HELP = "time heads, reader, verification and training against baselines; write r
 
 
 def add_arguments(parser) -> None:
-    import bench.perf
-
-    names = sorted(m.name for m in pkgutil.iter_modules(bench.perf.__path__)
-                   if not m.name.startswith("_"))
+    names = _all_sections()
     parser.add_argument(
         "--sections", nargs="+", default=names, choices=names, metavar="SECTION",
-        help=f"which sections to run (choices: {', '.join(names)})",
+        help=f"which sections to measure (choices: {', '.join(names)}); the others keep "
+             "their rows from OUT/perf.csv",
     )
     parser.add_argument(
         "--quick", action="store_true",
@@ -46,13 +44,22 @@ def run(args) -> int:
         write_report(rows, args.out, sections=sections, failures={}, quick=False)
         print(f"[perf] rebuilt {args.out}/README.md from {args.out}/perf.csv")
         return 0
+    from bench.results import environment
+
+    names = [n for n in _all_sections() if n in args.sections]
+    # sections not asked for keep their rows from an earlier full run (each row carries the
+    # commit and date it was measured at), so one section can be re-measured on its own
+    kept = []
+    if (args.out / "perf.csv").is_file():
+        kept = [r for r in read_rows(args.out / "perf.csv") if r["section"] not in names]
+    stamp = {"measured": f"{environment()['git_commit'][:10]} {time.strftime('%Y-%m-%d')}"}
     rows, failures = [], {}
-    for name in args.sections:
+    for name in names:
         module = importlib.import_module(f"bench.perf.{name}")
         print(f"[perf] section {name} ...", flush=True)
         t0 = time.perf_counter()
         try:
-            section_rows = module.measure(quick=args.quick)
+            section_rows = [{**r, **stamp} for r in module.measure(quick=args.quick)]
         except Exception as exc:  # a broken section must not lose the others' figures
             failures[name] = f"{type(exc).__name__}: {exc}"
             print(f"[perf] section {name} failed: {failures[name]}", flush=True)
@@ -61,8 +68,23 @@ def run(args) -> int:
         print(f"[perf] section {name}: {len(section_rows)} rows in "
               f"{time.perf_counter() - t0:.0f} s", flush=True)
         # after every section, so a crash (or the OOM killer) later keeps what was measured
-        done = args.sections[:args.sections.index(name) + 1]
-        write_report(rows, args.out, sections=done, failures=failures, quick=args.quick)
-    write_report(rows, args.out, sections=args.sections, failures=failures, quick=args.quick)
+        _write(kept, rows, args, failures)
+    _write(kept, rows, args, failures)
     print(f"[perf] wrote {args.out}/perf.csv and {args.out}/README.md")
     return 1 if failures else 0
+
+
+def _all_sections() -> list[str]:
+    import bench.perf
+
+    return sorted(m.name for m in pkgutil.iter_modules(bench.perf.__path__)
+                  if not m.name.startswith("_"))
+
+
+def _write(kept: list[dict], rows: list[dict], args, failures: dict) -> None:
+    from bench.perf_report import write_report
+
+    done = {r["section"] for r in kept + rows} | set(failures)
+    order = [n for n in _all_sections() if n in done]
+    merged = [r for n in order for r in kept + rows if r["section"] == n]
+    write_report(merged, args.out, sections=order, failures=failures, quick=args.quick)

@@ -23,13 +23,17 @@ from pathlib import Path
 NAME = "real"
 HELP = "real faces (att_faces, cropped_yale_b, lfw_view1): all losses x both backends x seeds"
 
-# The SPEC table's losses; the joint "+center"/"+ring" objectives are combinations whose parts
-# are both measured here, and running them too would triple the time (pass --losses all).
-BASE_LOSSES = ("softmax", "l2softmax", "normface", "sphereface", "cosface", "arcface",
-               "combined", "center", "ring", "triplet", "contrastive")
+
+def single_losses() -> list[str]:
+    """The default: every registered loss except the joint "<margin>+<aux>" objectives, which
+    combine two losses measured here on their own (``--losses all`` adds the 20 of them)."""
+    from bench.harness import known_losses
+
+    return [n for n in known_losses() if "+" not in n]
+
 
 # Per data set: epochs and batch size sized (with the backbone defaults below) for one seed of
-# the 11 losses x 2 backends in <= 60 min on 2 free cores; see results/real_data.md.
+# the 15 single losses x 2 backends in <= 60 min on 2 free cores; see results/real_data.md.
 PROFILES = {
     "att_faces": {"epochs": 15, "batch_size": 32},
     "cropped_yale_b": {"epochs": 4, "batch_size": 64},
@@ -58,9 +62,10 @@ def add_arguments(p) -> None:
                    help="prepared data sets go to DATA_ROOT/<dataset>/")
     p.add_argument("--results", type=Path, default=Path("results"))
     p.add_argument("--runs", default="runs", help="folder for resume checkpoints")
-    p.add_argument("--losses", type=_csv, default=BASE_LOSSES,
-                   help="comma-separated loss names, or 'all' for every loss registered in "
-                        "both backends")
+    p.add_argument("--losses", type=_csv, default=("single",),
+                   help="comma-separated loss names; 'single' (default) for every registered "
+                        "loss but the joint +center/+ring objectives, 'all' for every loss "
+                        "registered in both backends")
     p.add_argument("--backbone", default="mobilefacenet")
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--embedding-size", type=int, default=128)
@@ -75,12 +80,21 @@ def add_arguments(p) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def _loss_list(names) -> tuple[str, ...]:
+    """--losses as the harness takes it: () means every registered loss."""
+    if tuple(names) == ("all",):
+        return ()
+    if tuple(names) == ("single",):
+        return tuple(single_losses())
+    return tuple(names)
+
+
 def harness_config(args, data: Path, seed: int, command: str):
     from bench.harness import HarnessConfig
     from bench.real_report import seed_dir
 
     profile = PROFILES.get(data.name, {})
-    losses = () if tuple(args.losses) == ("all",) else tuple(args.losses)
+    losses = _loss_list(args.losses)
     # MobileFaceNet normalises raw 0..255 input inside its graph by default; the harness feeds
     # images already normalised by common.images.normalize, so that step is switched off
     kwargs = {"input_norm": False} if args.backbone == "mobilefacenet" else {}
@@ -106,6 +120,7 @@ def family_hash(cfg) -> str:
 def run(args) -> int:
     from bench import real_data, real_report
     from bench import results as res
+    from bench.harness import known_losses
 
     # the command that trains these cells (a --report-only rebuild names the training command)
     command = "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]
@@ -127,11 +142,7 @@ def run(args) -> int:
     dataset = data.name
     cfgs = {s: harness_config(args, data, s, command) for s in args.seeds}
     hashes = {s: family_hash(c) for s, c in cfgs.items()}
-    n_losses = len(args.losses) if tuple(args.losses) != ("all",) else None
-    if n_losses is None:
-        from bench.harness import known_losses
-
-        n_losses = len(known_losses())
+    n_losses = len(_loss_list(args.losses) or known_losses())
     first = next(iter(cfgs.values()))
     from bench.harness import _hashed
 
