@@ -23,9 +23,17 @@ from bench.timing import add_ratios
 
 NUM_CLASSES = 1000
 EMBEDDING = 512
-# (backbone, batch sizes, repeats): the deep IResNets take tens of seconds per step on 2 cores.
-CASES = [("smallcnn", (64, 128), 5), ("mobilefacenet", (64, 128), 3), ("iresnet18", (64,), 2)]
-QUICK_CASES = [("smallcnn", (16,), 2)]
+ALL_VARIANTS = ("torch", "torch channels_last", "gluon static_alloc",
+                "gluon static_alloc+static_shape")
+PLAIN = ("torch", "gluon static_alloc")
+# (backbone, batch sizes, repeats, variants). The IResNets take 5-60 s per step on 2 cores
+# (IResNet-100, b64: about a minute in Gluon), so they run at batch 64 only, one timed step
+# after one warm-up, in the two layouts the harness uses; the layout variants are compared on
+# the backbones where a step is cheap enough to repeat.
+CASES = [("smallcnn", (64, 128), 5, ALL_VARIANTS), ("mobilefacenet", (64, 128), 3, ALL_VARIANTS),
+         ("iresnet18", (64,), 2, ALL_VARIANTS), ("iresnet34", (64,), 1, PLAIN),
+         ("iresnet50", (64,), 1, PLAIN), ("iresnet100", (64,), 1, PLAIN)]
+QUICK_CASES = [("smallcnn", (16,), 2, ALL_VARIANTS)]
 
 
 def _torch_step(name: str, batch: int, size: int, channels_last: bool):
@@ -115,10 +123,10 @@ def _time_in_subprocess(impl: str, name: str, batch: int, size: int, repeats: in
 def measure(quick: bool = False) -> list[dict]:
     size = 32 if quick else 112
     rows = []
-    for name, batches, repeats in QUICK_CASES if quick else CASES:
+    for name, batches, repeats, variants in QUICK_CASES if quick else CASES:
         for batch in batches:
             case = f"{name} b{batch} {size}px"
-            for impl in VARIANTS:
+            for impl in variants:
                 try:
                     timing = _time_in_subprocess(impl, name, batch, size, repeats)
                 except RuntimeError as exc:
