@@ -101,9 +101,11 @@ def _goal_summary(rows: list[dict]) -> list[str]:
 # and results/perf/heads.md have the profiles behind these sentences).
 REASONS = {
     "curricularface": "CurricularFace rewrites every non-target logit above a per-row threshold "
-                      "(cos_j > cos(theta_y + m)), a B x C rule the fused head does not take, so "
-                      "it runs as plain autograd ops: several extra B x C passes forward and "
-                      "backward, which grow with C.",
+                      "(cos_j > cos(theta_y + m)): a B x C rule on top of the margin. The "
+                      "PyTorch head does it inside the fused op with about eight extra B x C "
+                      "passes (mask, multiplier, product forward; derivative and product "
+                      "backward), the Gluon head as plain graph ops; with random weights nearly "
+                      "every negative is hard, the worst case for it.",
     "torch small C": "At C=1k the plain PyTorch head takes about 5 ms, so the fixed per-call cost "
                      "of a margin head (the hook's autograd on the B target values, the weight "
                      "norms, a few small kernels: about 1-2 ms) is a large fraction; it is "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 NORM_EPS_SQ = 1e-24  # |x| = sqrt(sum x^2 + 1e-24): finite gradient at x = 0 (as Gluon's)
+HARD_SIN_EPS = 1e-7  # CurricularFace's sin = sqrt(max(1 - cos^2, 1e-7)) (losses/arcface.SIN_EPS)
 
 
 def row_norm(x: torch.Tensor) -> torch.Tensor:
@@ -62,10 +63,17 @@ class _MarginCrossEntropy(torch.autograd.Function):
       scales e by n in place and puts the row factor 1/S (and grad_out/B) on the B x D side
       of both backward GEMMs, so the B x C gradient is never written a second time.
     Backward consumes the saved buffer: a second backward through the same graph raises.
+
+    ``hard`` = (t, s, cos m, sin m) adds CurricularFace's rule on the non-target logits: z_ij
+    (= s cos_j) above s cos(theta_y + m) becomes z_ij (t + z_ij / s). It costs a multiplier
+    matrix M (1 where the rule does not apply) and a mask: z *= M forward, and the gradient is
+    multiplied by dz'/dz = 2 M - t where the rule applies (t + 2 z / s), before the target
+    column is written, as in the unfused formula.
     """
 
     @staticmethod
-    def forward(ctx, xs, weight, labels, row_scale, normalize_weight, hook, norm=None):
+    def forward(ctx, xs, weight, labels, row_scale, normalize_weight, hook, norm=None,
+                hard=None):
         col = labels[:, None]
         logits = torch.mm(xs, weight.t())
         inv_norm = None
@@ -74,6 +82,15 @@ class _MarginCrossEntropy(torch.autograd.Function):
             inv_norm = w_norm.mul_(w_norm).add_(NORM_EPS_SQ).rsqrt_()
             logits.mul_(inv_norm)
         z_y = logits.gather(1, col)[:, 0]
+        ctx.hard = None
+        if hard is not None:
+            t, s, cos_m, sin_m = hard
+            c = torch.clamp(z_y / s, -1.0, 1.0)
+            sin = torch.sqrt(torch.clamp_min(1.0 - c * c, HARD_SIN_EPS))
+            keep = logits <= (s * (c * cos_m - sin * sin_m))[:, None]
+            mult = torch.add(t.to(logits.dtype), logits, alpha=1.0 / s).masked_fill_(keep, 1.0)
+            logits.mul_(mult)
+            ctx.hard = (t.to(logits.dtype), keep, mult)
         graph = None
         if hook is None:
             target = z_y
@@ -122,6 +139,10 @@ class _MarginCrossEntropy(torch.autograd.Function):
                 grad_n = grads[2] * (grad_out / labels.shape[0])
         # G = diag(row_factor) exp diag(n), target entry grad_t n_y / B: stored pre-divided by S
         grad = exp
+        if ctx.hard is not None:
+            t, keep, mult = ctx.hard
+            ctx.hard = None
+            grad.mul_(mult.mul_(2.0).sub_(t).masked_fill_(keep, 1.0))
         if ctx.normalize_weight:
             grad.mul_(inv_norm)
             grad.scatter_(1, col, (grad_t * sum_exp * inv_norm[labels])[:, None])
@@ -135,14 +156,16 @@ class _MarginCrossEntropy(torch.autograd.Function):
             if ctx.normalize_weight:
                 coef = torch.linalg.vecdot(grad_w, weight) * inv_norm * inv_norm
                 grad_w.addcmul_(weight, coef[:, None], value=-1.0)
-        return grad_xs, grad_w, None, grad_r, None, None, grad_n
+        return grad_xs, grad_w, None, grad_r, None, None, grad_n, None
 
 
-def margin_cross_entropy(xs, weight, labels, row_scale, normalize_weight, hook, norm=None):
+def margin_cross_entropy(xs, weight, labels, row_scale, normalize_weight, hook, norm=None,
+                         hard=None):
     """Fused margin head; see ``_MarginCrossEntropy``. row_scale, norm: (B,) tensors; with
-    ``norm`` the hook is called as hook(cos_y, norm) and the gradient flows into norm too."""
+    ``norm`` the hook is called as hook(cos_y, norm) and the gradient flows into norm too;
+    ``hard`` = (t, s, cos m, sin m): CurricularFace's hard-negative rule (t without gradient)."""
     return _MarginCrossEntropy.apply(xs, weight, labels, row_scale, normalize_weight, hook,
-                                     norm)
+                                     norm, hard)
 
 
 def upper_pairs(labels: torch.Tensor) -> torch.Tensor:

@@ -70,3 +70,28 @@ def test_subcenter_weight_is_class_major_and_the_max_picks_the_closest():
     unit = state["weight"] / np.linalg.norm(state["weight"], axis=1, keepdims=True)
     pred = (x / np.linalg.norm(x, axis=1, keepdims=True) @ unit.T).argmax(axis=1) // k
     assert pred.tolist() == y.tolist()
+
+
+def test_curricularface_fused_head_equals_the_unfused_formula():
+    """The fused torch head takes the hard-negative rule inside (``ops.margin_cross_entropy``
+    ``hard=``); the plain autograd formula it replaced stays as ``compute_unfused``."""
+    gen = torch.Generator().manual_seed(3)
+    for trial in range(12):
+        c, b = (2, 7, 40)[trial % 3], (1, 5, 16)[trial % 3]
+        loss = TL.build_loss("curricularface", num_classes=c, embedding_size=6,
+                             margin=(0.2, 0.5, 1.2)[trial % 3]).double()
+        loss.t.fill_((0.0, 0.4, 0.95, -0.3)[trial % 4])
+        with torch.no_grad():
+            loss.weight.copy_(torch.randn(c, 6, generator=gen, dtype=torch.float64))
+        x = torch.randn(b, 6, generator=gen, dtype=torch.float64, requires_grad=True)
+        y = torch.randint(0, c, (b,), generator=gen)
+        got = loss(x, y)
+        gx, gw = torch.autograd.grad(got, (x, loss.weight))
+        want = loss.compute_unfused(x, y)
+        wx, ww = torch.autograd.grad(want, (x, loss.weight))
+        np.testing.assert_allclose(got.item(), want.item(), rtol=1e-12)
+        # a saturated softmax (p_y ~ 1 at s=64) leaves gradients that are differences of
+        # near-equal terms: compare them on the scale of the largest entry
+        for g, w in ((gx, wx), (gw, ww)):
+            scale = float(w.abs().max())
+            np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-10, atol=1e-10 * scale)

@@ -25,8 +25,9 @@ class CurricularFace(Loss):
     step from the batch's detached embeddings and the current weights. The forward uses t as
     stored, i.e. up to the previous batch (the paper's code folds the current batch in
     first: a one-batch lag at a 1% weight, so the forward is a function of x and W alone).
-    Non-target cosines are not clipped. Not a ``MarginSoftmax``: the fused head, and Partial
-    FC which shards it, change the target column only.
+    Non-target cosines are not clipped. Not a ``MarginSoftmax`` (whose hook changes the
+    target column only): the fused head takes the hard-negative rule as its ``hard`` argument;
+    Partial FC, which shards ``MarginSoftmax`` heads, does not shard this one.
     """
 
     softmax_family = True
@@ -45,6 +46,18 @@ class CurricularFace(Loss):
         self.register_buffer("t", torch.zeros(1))
 
     def compute(self, x, labels):
+        s = self.scale
+        norm = ops.row_norm(x)
+        xs = x * (s / norm)[:, None]
+        hard = (self.t.detach(), s, math.cos(self.margin), math.sin(self.margin))
+        return ops.margin_cross_entropy(xs, self.weight.to(x.dtype), labels,
+                                        torch.full_like(norm, s), True, self._target, hard=hard)
+
+    def _target(self, cos_y):
+        return arc_margin(ops.clamp_st(cos_y, -1.0, 1.0), self.margin, easy_margin=False)
+
+    def compute_unfused(self, x, labels):
+        """The same loss as plain autograd ops (B x C passes); kept as the fused head's check."""
         s = self.scale
         logits = (x * (s / ops.row_norm(x))[:, None]) @ ops.l2_normalize(
             self.weight.to(x.dtype)).t()  # s cos_j
