@@ -69,9 +69,31 @@ def margin_cross_entropy(F, xs, weight, labels, row_scale, normalize_weight, hoo
                          num_classes: int):
     """mean_i CE(z_i, y_i), z_ij = <xs_i, W'_j>, target replaced by r_i h(z_iy / r_i).
 
-    Same maths as ``pytorch_impl.ops.margin_cross_entropy``; W' = W/|W| by the fused
-    L2Normalization (folding 1/|W| into the logits' columns, as torch does, is slower here:
-    MXNet's broadcast backward reduces over B x C). row_scale: a float or a (B,) array.
+    Same maths as ``pytorch_impl.ops.margin_cross_entropy``. row_scale: a float or a (B,)
+    array. With the fused operator (``gluon_impl.fused``): it returns R_i, the logsumexp of
+    the non-target logits, and the target logit z_iy (1/|W| folded into the logits' columns
+    and into grad W; the softmax buffer reused as the gradient); the graph then finishes on
+    B values, CE_i = logaddexp(R_i, t_i) - t_i with t_i = r_i h(z_iy / r_i), so the target
+    column is never rewritten. Without it, ``margin_cross_entropy_graph``.
+    """
+    from . import fused
+
+    if fused.available():
+        lse_rest, z_y = F.fused_margin_lse(xs, weight, labels,
+                                           normalize=int(bool(normalize_weight)))
+        target = z_y if hook is None else row_scale * hook(z_y / row_scale)
+        top = F.stop_gradient(F.maximum(lse_rest, target))
+        return F.mean(F.log(F.exp(lse_rest - top) + F.exp(target - top)) + top - target)
+    return margin_cross_entropy_graph(F, xs, weight, labels, row_scale, normalize_weight, hook,
+                                      num_classes)
+
+
+def margin_cross_entropy_graph(F, xs, weight, labels, row_scale, normalize_weight, hook,
+                               num_classes: int):
+    """``margin_cross_entropy`` as a plain Gluon graph (the fallback, and the reference).
+
+    W' = W/|W| by the fused L2Normalization (folding 1/|W| into the logits' columns, as
+    torch does, is slower here: MXNet's broadcast backward reduces over B x C).
     """
     if normalize_weight:
         weight = l2_normalize(F, weight)
