@@ -80,6 +80,9 @@ def _load() -> None:
     lib = _cache_dir() / f"fused_margin_ce-{key.hexdigest()[:16]}.so"
     if not lib.exists():
         _build(compiler, mx_dir, lib)
+        for stale in lib.parent.glob("fused_margin_ce-*.so"):  # builds of older sources
+            if stale != lib:
+                stale.unlink(missing_ok=True)
     mx.library.load(str(lib), verbose=False)
     if not hasattr(mx.nd, "fused_margin_lse") or not hasattr(mx.sym, "fused_margin_lse"):
         raise RuntimeError(f"{lib} loaded but registered no fused_margin_lse")

@@ -23,6 +23,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <mutex>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -65,11 +67,67 @@ struct StateBase {
   bool created = true;
 };
 
+// The B x C buffer outlives one forward/backward pair only; MXNet creates a state per
+// imperative call (and per graph node when hybridized), so freed buffers go to a small pool
+// and the next state takes one back instead of faulting in fresh pages every step.
+class BufferPool {
+ public:
+  void* take(size_t bytes, size_t* got) {
+    std::lock_guard<std::mutex> lock(mu_);
+    size_t best = free_.size();
+    for (size_t i = 0; i < free_.size(); ++i) {
+      if (free_[i].second >= bytes && (best == free_.size() || free_[i].second < free_[best].second))
+        best = i;
+    }
+    if (best < free_.size()) {
+      auto hit = free_[best];
+      free_.erase(free_.begin() + best);
+      *got = hit.second;
+      return hit.first;
+    }
+    *got = bytes;
+    return std::malloc(bytes);  // uninitialised: every entry is written before it is read
+  }
+  void give(void* p, size_t bytes) {
+    if (!p) return;
+    std::lock_guard<std::mutex> lock(mu_);
+    free_.emplace_back(p, bytes);
+    if (free_.size() > kKeep) {  // drop the smallest
+      size_t small = 0;
+      for (size_t i = 1; i < free_.size(); ++i)
+        if (free_[i].second < free_[small].second) small = i;
+      std::free(free_[small].first);
+      free_.erase(free_.begin() + small);
+    }
+  }
+
+ private:
+  static constexpr size_t kKeep = 2;
+  std::mutex mu_;
+  std::vector<std::pair<void*, size_t>> free_;
+};
+
+BufferPool& pool() {
+  static BufferPool* p = new BufferPool();  // never destroyed: states may outlive statics
+  return *p;
+}
+
 struct State : StateBase {
+  ~State() override { pool().give(buf, buf_bytes); }
+  template <typename T>
+  T* exp_buf(int64_t n) {  // B x C: e = exp(z - max) for the non-target columns, then G
+    const size_t bytes = static_cast<size_t>(n) * sizeof(T);
+    if (buf_bytes < bytes) {
+      pool().give(buf, buf_bytes);
+      buf = pool().take(bytes, &buf_bytes);
+    }
+    return static_cast<T*>(buf);
+  }
   bool normalize = false;
   int dtype = -1;
   int64_t rows = 0, cols = 0;
-  std::vector<char> exp_buf;  // B x C: e = exp(z' - max), then the gradient G
+  void* buf = nullptr;
+  size_t buf_bytes = 0;
   std::vector<char> inv_norm;  // C
   std::vector<char> row_sum;   // B
   std::vector<int64_t> label;  // B target columns, read once in forward
@@ -85,7 +143,7 @@ T* grow(std::vector<char>* buf, int64_t n) {
 template <typename T>
 int forward(State* st, const T* xs, const T* w, T* lse, T* zy, int64_t B, int64_t D,
             int64_t C) {
-  T* e = grow<T>(&st->exp_buf, B * C);
+  T* e = st->exp_buf<T>(B * C);
   T* sums = grow<T>(&st->row_sum, B);
   T* n = st->normalize ? grow<T>(&st->inv_norm, C) : nullptr;
   st->rows = B;
@@ -138,7 +196,7 @@ int backward(State* st, const T* grad_lse, const T* grad_zy, const T* xs, const 
              T* gw, int64_t B, int64_t D, int64_t C) {
   if (!st->ready || st->rows != B || st->cols != C) return kMxFail;
   st->ready = false;  // the buffer becomes the gradient: one backward per forward
-  T* e = reinterpret_cast<T*>(st->exp_buf.data());
+  T* e = static_cast<T*>(st->buf);
   const T* sums = reinterpret_cast<const T*>(st->row_sum.data());
   const T* n = st->normalize ? reinterpret_cast<const T*>(st->inv_norm.data()) : nullptr;
   for (int64_t i = 0; i < B; ++i) {
