@@ -1,0 +1,65 @@
+"""The opt-in fused Gluon head (``gluon_impl/fused.py``, ``FACELOSSES_FUSED=1``): built with the
+system compiler, it must give the pure-Gluon graph's values and gradients for every
+``MarginSoftmax`` loss, imperative and hybridized, float32 and float64."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from loss_backends import gluon_eval, gluon_loss, labels_for, random_state
+
+from gluon_impl import fused
+from gluon_impl import losses as GL
+from gluon_impl.losses.base import MarginSoftmax, loss_class
+
+MARGIN_LOSSES = [n for n in GL.list_losses() if issubclass(loss_class(n), MarginSoftmax)]
+
+
+@pytest.fixture()
+def fused_switch(monkeypatch):
+    """Builds and loads the operator; yields a function that turns the fused path on or off."""
+    saved = dict(fused._STATE)
+    monkeypatch.setenv("FACELOSSES_FUSED", "1")
+    fused._STATE.update(done=False, ok=False, reason="")
+    assert fused.available(), f"the fused operator did not build: {fused.unavailable_reason()}"
+
+    def switch(on: bool) -> None:
+        fused._STATE["ok"] = on
+
+    yield switch
+    fused._STATE.clear()
+    fused._STATE.update(saved)
+
+
+def test_it_is_off_unless_asked_for(monkeypatch):
+    saved = dict(fused._STATE)
+    monkeypatch.delenv("FACELOSSES_FUSED", raising=False)
+    fused._STATE.update(done=False, ok=False, reason="")
+    try:
+        assert not fused.available() and "FACELOSSES_FUSED=1" in fused.unavailable_reason()
+    finally:
+        fused._STATE.clear()
+        fused._STATE.update(saved)
+
+
+@pytest.mark.parametrize("name", MARGIN_LOSSES)
+def test_fused_head_equals_the_graph(name, fused_switch):
+    assert len(MARGIN_LOSSES) >= 6
+    rng = np.random.default_rng(7)
+    for trial, (dtype, hybridize) in enumerate([("float64", False), ("float64", True),
+                                                ("float32", False), ("float32", True)]):
+        c, b = (2, 9, 31, 5)[trial], (1, 6, 12, 8)[trial]
+        state = random_state(name, c, 6, rng)
+        x = rng.standard_normal((b, 6)) * 2.0
+        y = labels_for("duplicates" if trial % 2 else "random", b, c, rng)
+        out = {}
+        for on in (True, False):
+            fused_switch(on)
+            loss = gluon_loss(name, c, 6, state, {}, dtype, hybridize=hybridize)
+            out[on] = gluon_eval(loss, x, y, dtype)
+        rtol = 1e-10 if dtype == "float64" else 1e-5
+        np.testing.assert_allclose(out[True][0], out[False][0], rtol=rtol)
+        for key, want in out[False][1].items():
+            scale = float(np.abs(want).max()) or 1.0
+            np.testing.assert_allclose(out[True][1][key], want, rtol=rtol, atol=rtol * scale,
+                                       err_msg=f"{name} {dtype} hybridize={hybridize}: {key}")
