@@ -181,7 +181,9 @@ def _markdown(rows: list[dict], env: dict, sections, failures: dict, quick: bool
             continue
         stamps = sorted({r["measured"] for r in srows if r.get("measured")})
         if stamps:
-            out += [f"Measured at commit {', '.join(f'`{m}`' for m in stamps)}.", ""]
+            out += ["Measured at commit " + "; ".join(f"`{m.split(' ', 1)[0]}`"
+                                                      + (f" {m.split(' ', 1)[1]}" if " " in m
+                                                         else "") for m in stamps) + ".", ""]
         out += ["| case | impl | baseline | median ms | min-max ms | ratio | goal | note |",
                 "|---|---|---|---:|---:|---:|---|---|"]
         for r in srows:

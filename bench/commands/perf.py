@@ -10,6 +10,7 @@ with the min-max spread beside it.
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 import time
 from pathlib import Path
@@ -52,12 +53,16 @@ def run(args) -> int:
     kept = []
     if (args.out / "perf.csv").is_file():
         kept = [r for r in read_rows(args.out / "perf.csv") if r["section"] not in names]
-    stamp = {"measured": f"{environment()['git_commit'][:10]} {time.strftime('%Y-%m-%d')}"}
+    commit = environment()["git_commit"][:10]
     rows, failures = [], {}
     for name in names:
         module = importlib.import_module(f"bench.perf.{name}")
         print(f"[perf] section {name} ...", flush=True)
         t0 = time.perf_counter()
+        # the conditions too: thread count and load decide what a shared 2-core machine gives
+        stamp = {"measured": f"{commit} {time.strftime('%Y-%m-%d')}, OMP_NUM_THREADS="
+                             f"{os.environ.get('OMP_NUM_THREADS', 'unset')}, load average "
+                             f"{os.getloadavg()[0]:.1f} at the start"}
         try:
             section_rows = [{**r, **stamp} for r in module.measure(quick=args.quick)]
         except Exception as exc:  # a broken section must not lose the others' figures

@@ -138,5 +138,5 @@ def measure(quick: bool = False) -> list[dict]:
                     continue
                 rows.append({"section": "training", "case": case, "impl": impl,
                              "baseline": "torch", **timing,
-                             "note": f"{batch / timing['median_s']:.0f} img/s"})
+                             "note": f"{batch / timing['median_s']:.3g} img/s"})
     return add_ratios(rows)
