@@ -57,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         from bench.runtime import configure_threads
 
         configure_threads(args.threads)
+    from bench.results import git_commit
+
+    git_commit()  # fixed now: results record the code this process runs, not a later HEAD
     try:
         return int(args._run(args) or 0)
     except (ValueError, FileNotFoundError, OSError) as exc:

@@ -50,8 +50,19 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
+_COMMITS: dict = {}
+
+
 def git_commit(root: Path | None = None) -> str:
+    """HEAD (+ "-dirty") when first asked in this process: the code a long run imported at its
+    start, not whatever HEAD is when a later cell is written (commits made during a run)."""
     root = root or Path(__file__).resolve().parents[1]
+    if str(root) not in _COMMITS:
+        _COMMITS[str(root)] = _read_git_commit(root)
+    return _COMMITS[str(root)]
+
+
+def _read_git_commit(root: Path) -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
                              text=True, timeout=10)

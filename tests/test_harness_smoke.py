@@ -80,3 +80,19 @@ def test_feature_space_figures(tiny):
     assert code == 0
     for dim in (2, 3):
         assert (tiny / "feat" / "tiny" / f"features_{dim}d.png").stat().st_size > 5000
+
+
+def test_the_commit_is_read_once_per_process(tmp_path):
+    import subprocess
+
+    from bench import results as res
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t", "PATH": __import__("os").environ["PATH"]}
+    commit = ["git", "-C", str(tmp_path), "commit", "-q", "--allow-empty", "-m", "x"]
+    subprocess.run(commit, check=True, env=env)
+    first = res.git_commit(tmp_path)
+    subprocess.run(commit, check=True, env=env)  # a commit made while a long run is going
+    assert res.git_commit(tmp_path) == first
+    assert res._read_git_commit(tmp_path) != first
