@@ -65,3 +65,22 @@ def test_one_section_is_remeasured_and_the_others_kept(tmp_path):
     assert text.index("## heads") < text.index("## verification")
     # the kept rows carry the commit of the file they came from, the new ones their own
     assert text.count("Measured at commit") == 2 and all(r["measured"] for r in heads)
+
+
+def test_cases_filter_remeasures_only_matching_training_rows(tmp_path, capsys):
+    from bench.cli import main
+
+    old = [row("training", "smallcnn b16 32px", "torch", "torch", 0.5, 1.0),
+           row("training", "smallcnn b16 32px", "gluon static_alloc", "torch", 0.6, 1.2),
+           row("training", "other b8 32px", "torch", "torch", 9.0, 1.0)]
+    write_report([dict(r) for r in old], tmp_path, sections=["training"], failures={},
+                 quick=False)
+    assert main(["perf", "--quick", "--sections", "training", "--cases", "smallcnn b16",
+                 "--out", str(tmp_path)]) == 0
+    back = read_rows(tmp_path / "perf.csv")
+    assert [r["median_s"] for r in back if r["case"] == "other b8 32px"] == [9.0]
+    fresh = [r for r in back if r["case"] == "smallcnn b16 32px"]
+    assert len(fresh) == 4 and 0.5 not in [r["median_s"] for r in fresh]
+    assert main(["perf", "--quick", "--sections", "data", "--cases", "x",
+                 "--out", str(tmp_path)]) == 2  # data measures all its cases: a clear error
+    assert "--cases applies to: training" in capsys.readouterr().err

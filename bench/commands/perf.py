@@ -30,6 +30,10 @@ def add_arguments(parser) -> None:
         "--quick", action="store_true",
         help="fewer repeats and smaller shapes (a check that the report runs, not figures to cite)",
     )
+    parser.add_argument("--cases", nargs="+", default=None, metavar="SUBSTRING",
+                        help="only the cases whose name contains one of these (sections that "
+                             "take it: training), e.g. 'iresnet50 b128'; the section's other "
+                             "rows are kept from OUT/perf.csv")
     parser.add_argument("--out", type=Path, default=Path("results/perf"),
                         help="folder for perf.csv, README.md and the plots")
     parser.add_argument("--render-only", action="store_true",
@@ -48,11 +52,20 @@ def run(args) -> int:
     from bench.results import environment
 
     names = [n for n in _all_sections() if n in args.sections]
+    if args.cases:
+        import inspect
+
+        no_cases = [n for n in names if "cases" not in inspect.signature(
+            importlib.import_module(f"bench.perf.{n}").measure).parameters]
+        if no_cases:
+            raise ValueError(f"--cases: section(s) {', '.join(no_cases)} measure all their "
+                             "cases; --cases applies to: training")
     # sections not asked for keep their rows from an earlier full run (each row carries the
     # commit and date it was measured at), so one section can be re-measured on its own
     kept = []
     if (args.out / "perf.csv").is_file():
-        kept = [r for r in read_rows(args.out / "perf.csv") if r["section"] not in names]
+        kept = [r for r in read_rows(args.out / "perf.csv") if r["section"] not in names
+                or (args.cases and not any(c in r["case"] for c in args.cases))]
     commit = environment()["git_commit"][:10]
     rows, failures = [], {}
     for name in names:
@@ -64,7 +77,8 @@ def run(args) -> int:
                              f"{os.environ.get('OMP_NUM_THREADS', 'unset')}, load average "
                              f"{os.getloadavg()[0]:.1f} at the start"}
         try:
-            section_rows = [{**r, **stamp} for r in module.measure(quick=args.quick)]
+            kwargs = {"cases": args.cases} if args.cases else {}
+            section_rows = [{**r, **stamp} for r in module.measure(quick=args.quick, **kwargs)]
         except Exception as exc:  # a broken section must not lose the others' figures
             failures[name] = f"{type(exc).__name__}: {exc}"
             print(f"[perf] section {name} failed: {failures[name]}", flush=True)
