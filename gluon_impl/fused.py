@@ -1,15 +1,16 @@
-"""The fused margin cross-entropy operator (``gluon_impl/csrc/fused_margin_ce.cc``).
+"""The margin cross-entropy's row-pass operators (``gluon_impl/csrc/fused_margin_ce.cc``).
 
 Built with the system C++ compiler on first use into a cache folder keyed by a hash of the
 source, the build flags, the MXNet version and the CPU, then loaded with
-``mx.library.load``; it registers ``F.fused_margin_lse`` (NDArray and Symbol, so hybridized
-blocks use it too). Opt-in for now: ``FACELOSSES_FUSED=1`` turns it on. It brings the Gluon
-margin heads from ~1.35-1.44x to ~1.08-1.23x of Dense+SoftmaxCE at C=10k/100k (B=256, D=512,
-one thread), short of the 1.15x goal at 10k because its OpenBLAS sgemm is slower than the
-oneDNN kernels behind FullyConnected; it stays off by default until it meets the goal, so
-every committed result uses one Gluon path. ``available()`` is False, with a warning that
-says why, when it is off, there is no compiler, or the build or the load fails; callers then
-use the pure-Gluon graph. Cache: ``$FACELOSSES_CACHE``, else ``$XDG_CACHE_HOME/facelosses``, else
+``mx.library.load``; it registers ``F.margin_lse_rows`` (the non-target logsumexp and the
+target logit of a logits matrix, with a one-pass backward) and ``F.l2norm_rows`` (W/|W| by
+rows, with a one-pass backward), NDArray and Symbol, so hybridized blocks use them too. The
+GEMMs stay in the graph's FullyConnected (MXNet's oneDNN kernels). Measured (B=256, D=512,
+one thread, paired with Dense+SoftmaxCE): arcface/cosface 1.03-1.05x at C=10k and
+0.95-0.97x at C=100k, where the pure-Gluon graph takes 1.34-1.41x. Opt-in for now:
+``FACELOSSES_FUSED=1`` turns it on. ``available()`` is False, with a warning that says why,
+when it is off, there is no compiler, or the build or the load fails; callers then use the
+pure-Gluon graph. Cache: ``$FACELOSSES_CACHE``, else ``$XDG_CACHE_HOME/facelosses``, else
 ``~/.cache/facelosses``; the compiler: ``$CXX``, else ``g++``.
 """
 
@@ -26,7 +27,11 @@ import warnings
 from pathlib import Path
 
 SOURCE = Path(__file__).resolve().parent / "csrc" / "fused_margin_ce.cc"
-FLAGS = ("-O3", "-march=native", "-ffast-math", "-fPIC", "-shared", "-std=c++17")
+# no -ffast-math: NaN and inf keep their meaning; -fopenmp-simd only honours the source's
+# `omp simd` reductions (no OpenMP runtime)
+FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-fPIC",
+         "-shared", "-std=c++17")
+OPS = ("margin_lse_rows", "l2norm_rows")
 _LOCK = threading.Lock()
 _STATE: dict = {"done": False, "ok": False, "reason": ""}
 
@@ -50,12 +55,11 @@ def _cpu_signature() -> str:
     return platform.processor() or platform.machine()
 
 
-def _build(compiler: str, mx_dir: Path, out: Path) -> None:
+def _build(compiler: str, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
     os.close(fd)
-    cmd = [compiler, *FLAGS, str(SOURCE), "-o", tmp, f"-L{mx_dir}", "-l:libopenblas.so.0",
-           f"-Wl,-rpath,{mx_dir}"]
+    cmd = [compiler, *FLAGS, str(SOURCE), "-o", tmp]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         if proc.returncode != 0:
@@ -71,11 +75,9 @@ def _load() -> None:
 
     if os.environ.get("FACELOSSES_FUSED", "0") != "1":
         raise RuntimeError("off unless FACELOSSES_FUSED=1")
-    if hasattr(mx.nd, "fused_margin_lse"):  # loaded already: MXNet refuses a second registration
+    if all(hasattr(mx.nd, op) for op in OPS):  # loaded already: MXNet refuses a second one
         return
     mx_dir = Path(mx.__file__).resolve().parent
-    if not (mx_dir / "libopenblas.so.0").exists():
-        raise RuntimeError(f"no libopenblas.so.0 beside libmxnet.so in {mx_dir}")
     compiler = os.environ.get("CXX") or "g++"
     if shutil.which(compiler) is None:
         raise RuntimeError(f"no C++ compiler ({compiler!r} not found; set CXX)")
@@ -85,13 +87,14 @@ def _load() -> None:
         key.update(part)
     lib = _cache_dir() / f"fused_margin_ce-{key.hexdigest()[:16]}.so"
     if not lib.exists():
-        _build(compiler, mx_dir, lib)
+        _build(compiler, lib)
         for stale in lib.parent.glob("fused_margin_ce-*.so"):  # builds of older sources
             if stale != lib:
                 stale.unlink(missing_ok=True)
     mx.library.load(str(lib), verbose=False)
-    if not hasattr(mx.nd, "fused_margin_lse") or not hasattr(mx.sym, "fused_margin_lse"):
-        raise RuntimeError(f"{lib} loaded but registered no fused_margin_lse")
+    missing = [op for op in OPS if not (hasattr(mx.nd, op) and hasattr(mx.sym, op))]
+    if missing:
+        raise RuntimeError(f"{lib} loaded but registered no {', '.join(missing)}")
 
 
 def available() -> bool:

@@ -70,17 +70,21 @@ def margin_cross_entropy(F, xs, weight, labels, row_scale, normalize_weight, hoo
     """mean_i CE(z_i, y_i), z_ij = <xs_i, W'_j>, target replaced by r_i h(z_iy / r_i).
 
     Same maths as ``pytorch_impl.ops.margin_cross_entropy``. row_scale: a float or a (B,)
-    array. With the fused operator (``gluon_impl.fused``): it returns R_i, the logsumexp of
-    the non-target logits, and the target logit z_iy (1/|W| folded into the logits' columns
-    and into grad W; the softmax buffer reused as the gradient); the graph then finishes on
-    B values, CE_i = logaddexp(R_i, t_i) - t_i with t_i = r_i h(z_iy / r_i), so the target
-    column is never rewritten. Without it, ``margin_cross_entropy_graph``.
+    array. With the row-pass operators (``gluon_impl.fused``): W' = W/|W| by
+    ``l2norm_rows`` (one pass each way, where L2Normalization's backward takes several), the
+    logits by the graph's FullyConnected (oneDNN), then ``margin_lse_rows`` returns R_i, the
+    logsumexp of the non-target logits, and the target logit z_iy (its backward writes the
+    logits' gradient in one pass); the graph finishes on B values,
+    CE_i = logaddexp(R_i, t_i) - t_i with t_i = r_i h(z_iy / r_i), so the target column is
+    never rewritten. Without them, ``margin_cross_entropy_graph``.
     """
     from . import fused
 
     if fused.available():
-        lse_rest, z_y = F.fused_margin_lse(xs, weight, labels,
-                                           normalize=int(bool(normalize_weight)))
+        if normalize_weight:
+            weight = F.l2norm_rows(weight)
+        logits = F.FullyConnected(xs, weight, no_bias=True, num_hidden=num_classes)
+        lse_rest, z_y = F.margin_lse_rows(logits, labels)
         target = z_y if hook is None else row_scale * hook(z_y / row_scale)
         top = F.stop_gradient(F.maximum(lse_rest, target))
         return F.mean(F.log(F.exp(lse_rest - top) + F.exp(target - top)) + top - target)

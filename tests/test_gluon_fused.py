@@ -63,3 +63,19 @@ def test_fused_head_equals_the_graph(name, fused_switch):
             scale = float(np.abs(want).max()) or 1.0
             np.testing.assert_allclose(out[True][1][key], want, rtol=rtol, atol=rtol * scale,
                                        err_msg=f"{name} {dtype} hybridize={hybridize}: {key}")
+
+
+@pytest.mark.parametrize("name", ["softmax", "arcface"])
+def test_nan_in_a_weight_row_gives_a_nan_loss(name, fused_switch):
+    """A NaN logit outside the target column reaches the loss, as in torch, instead of being
+    dropped by the row max (the build has no -ffast-math). MXNet's log_softmax, in the graph
+    path, does drop it and returns a finite loss: not asserted here."""
+    rng = np.random.default_rng(3)
+    state = random_state(name, 7, 6, rng)
+    state["weight"][4] = np.nan
+    x, y = rng.standard_normal((5, 6)), np.array([0, 1, 2, 3, 5])
+    fused_switch(True)
+    for hybridize in (False, True):
+        loss = gluon_loss(name, 7, 6, state, {}, "float32", hybridize=hybridize)
+        value, grads = gluon_eval(loss, x, y, "float32")
+        assert np.isnan(value) and np.isnan(grads["x"]).all(), (name, hybridize)
