@@ -32,8 +32,8 @@
 
 // libmvec's vector exp/expf, as <cmath> declares them under -ffast-math: declared here so
 // the row loops vectorise without it. libmvec keeps IEEE special cases: NaN in, NaN out;
-// overflow to inf, underflow to 0.
-#ifndef __FAST_MATH__
+// overflow to inf, underflow to 0. glibc on x86-64 only (elsewhere: scalar exp).
+#if !defined(__FAST_MATH__) && defined(__x86_64__) && defined(__GLIBC__)
 extern "C" {
 __attribute__((simd("notinbranch"))) float expf(float) noexcept;
 __attribute__((simd("notinbranch"))) double exp(double) noexcept;
