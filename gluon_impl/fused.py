@@ -7,10 +7,12 @@ target logit of a logits matrix, with a one-pass backward) and ``F.l2norm_rows``
 rows, with a one-pass backward), NDArray and Symbol, so hybridized blocks use them too. The
 GEMMs stay in the graph's FullyConnected (MXNet's oneDNN kernels). Measured (B=256, D=512,
 one thread, paired with Dense+SoftmaxCE): arcface/cosface 1.03-1.05x at C=10k and
-0.95-0.97x at C=100k, where the pure-Gluon graph takes 1.34-1.41x. Opt-in for now:
-``FACELOSSES_FUSED=1`` turns it on. ``available()`` is False, with a warning that says why,
-when it is off, there is no compiler, or the build or the load fails; callers then use the
-pure-Gluon graph. Cache: ``$FACELOSSES_CACHE``, else ``$XDG_CACHE_HOME/facelosses``, else
+0.95-0.97x at C=100k, where the pure-Gluon graph takes 1.34-1.41x. On by default where
+MXNet sees no GPU; ``FACELOSSES_FUSED=0`` turns it off, ``FACELOSSES_FUSED=1`` on (for losses
+on CPU contexts) where MXNet sees a GPU. ``available()`` is False when it is off, or, with a
+warning that says why, when there is no compiler or the build or the load fails; callers
+then use the pure-Gluon graph (``ops.margin_cross_entropy_graph``), the same maths
+(tests/test_gluon_fused.py). Cache: ``$FACELOSSES_CACHE``, else ``$XDG_CACHE_HOME/facelosses``, else
 ``~/.cache/facelosses``; the compiler: ``$CXX``, else ``g++``.
 """
 
@@ -73,8 +75,14 @@ def _build(compiler: str, out: Path) -> None:
 def _load() -> None:
     import mxnet as mx
 
-    if os.environ.get("FACELOSSES_FUSED", "0") != "1":
-        raise RuntimeError("off unless FACELOSSES_FUSED=1")
+    setting = os.environ.get("FACELOSSES_FUSED", "")
+    if setting == "0":
+        raise RuntimeError("off: FACELOSSES_FUSED=0")
+    if setting != "1" and mx.context.num_gpus() > 0:
+        # the operators have CPU kernels only: where MXNet sees a GPU, the loss would most
+        # likely run there, so the default is the pure-Gluon graph
+        raise RuntimeError("off by default where MXNet sees a GPU (CPU-only operators); "
+                           "FACELOSSES_FUSED=1 turns it on for losses on CPU contexts")
     if all(hasattr(mx.nd, op) for op in OPS):  # loaded already: MXNet refuses a second one
         return
     mx_dir = Path(mx.__file__).resolve().parent
@@ -86,11 +94,8 @@ def _load() -> None:
                  str(mx_dir).encode(), _cpu_signature().encode()):
         key.update(part)
     lib = _cache_dir() / f"fused_margin_ce-{key.hexdigest()[:16]}.so"
-    if not lib.exists():
+    if not lib.exists():  # builds of other sources stay: checkouts may share the cache
         _build(compiler, lib)
-        for stale in lib.parent.glob("fused_margin_ce-*.so"):  # builds of older sources
-            if stale != lib:
-                stale.unlink(missing_ok=True)
     mx.library.load(str(lib), verbose=False)
     missing = [op for op in OPS if not (hasattr(mx.nd, op) and hasattr(mx.sym, op))]
     if missing:
@@ -107,7 +112,8 @@ def available() -> bool:
                     _STATE["ok"] = True
                 except Exception as exc:  # noqa: BLE001  any failure -> pure-Gluon fallback
                     _STATE["reason"] = str(exc)
-                    if os.environ.get("FACELOSSES_FUSED", "0") == "1":  # asked for, not had
+                    if os.environ.get("FACELOSSES_FUSED", "") != "0" and \
+                            "GPU" not in _STATE["reason"]:  # wanted, not had: say why once
                         warnings.warn("fused margin cross-entropy unavailable, using the "
                                       f"pure-Gluon head: {exc}", RuntimeWarning,
                                       stacklevel=2)
