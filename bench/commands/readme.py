@@ -68,10 +68,30 @@ def compact_table(csv_path: Path) -> str:
                          f"| {ips['pytorch']} | {ips['gluon']} |")
         lines.append("")
     env = meta.get("environment") or {}
-    made_by = (f"made by `{meta.get('command', '?')}` at commit "
-               f"`{str(env.get('git_commit', '?'))[:12]}` on {env.get('cpu', '?')}")
+    # a table rebuilt after a partial rerun mixes cells of several runs: name every commit
+    cells = list(_cells(csv_path.parent))
+    commits = sorted({str(c["git_commit"])[:12] for c in cells if c.get("git_commit")})
+    if not commits:  # cells from before the per-cell field: the table's own commit
+        commits = [str(env.get("git_commit", "?"))[:12]]
+    unrecorded = sum(not c.get("git_commit") for c in cells) if len(commits) else 0
+    made_by = (f"cells trained at commit{'s' if len(commits) > 1 else ''} "
+               f"{', '.join(f'`{c}`' for c in commits)}"
+               + (f" ({unrecorded} older cells without a per-cell commit)"
+                  if unrecorded and len(cells) > unrecorded else "")
+               + f" on {env.get('cpu', '?')}; the last command was "
+               f"`{meta.get('command', '?')}`")
     lines.append(f"From [`{csv_path.as_posix()}`]({csv_path.as_posix()}) ({made_by}).")
     return "\n".join(lines)
+
+
+def _cells(folder):
+    import json
+
+    for path in sorted((folder / "cells").glob("*.json")):
+        try:
+            yield json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
 
 
 def run(args) -> int:
