@@ -62,10 +62,9 @@ def run(args) -> int:
                              "cases; --cases applies to: training")
     # sections not asked for keep their rows from an earlier full run (each row carries the
     # commit and date it was measured at), so one section can be re-measured on its own
-    kept = []
-    if (args.out / "perf.csv").is_file():
-        kept = [r for r in read_rows(args.out / "perf.csv") if r["section"] not in names
-                or (args.cases and not any(c in r["case"] for c in args.cases))]
+    previous = read_rows(args.out / "perf.csv") if (args.out / "perf.csv").is_file() else []
+    kept = [r for r in previous if r["section"] not in names
+            or (args.cases and not any(c in r["case"] for c in args.cases))]
     commit = environment()["git_commit"][:10]
     rows, failures = [], {}
     for name in names:
@@ -82,6 +81,8 @@ def run(args) -> int:
         except Exception as exc:  # a broken section must not lose the others' figures
             failures[name] = f"{type(exc).__name__}: {exc}"
             print(f"[perf] section {name} failed: {failures[name]}", flush=True)
+            # nothing new measured: the section keeps its earlier rows
+            kept += [r for r in previous if r["section"] == name and r not in kept]
             continue
         rows += section_rows
         print(f"[perf] section {name}: {len(section_rows)} rows in "
