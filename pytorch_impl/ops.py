@@ -9,7 +9,6 @@ from __future__ import annotations
 import torch
 
 NORM_EPS_SQ = 1e-24  # |x| = sqrt(sum x^2 + 1e-24): finite gradient at x = 0 (as Gluon's)
-HARD_SIN_EPS = 1e-7  # CurricularFace's sin = sqrt(max(1 - cos^2, 1e-7)) (losses/arcface.SIN_EPS)
 
 
 def row_norm(x: torch.Tensor) -> torch.Tensor:
@@ -64,8 +63,9 @@ class _MarginCrossEntropy(torch.autograd.Function):
       of both backward GEMMs, so the B x C gradient is never written a second time.
     Backward consumes the saved buffer: a second backward through the same graph raises.
 
-    ``hard`` = (t, s, cos m, sin m) adds CurricularFace's rule on the non-target logits: z_ij
-    (= s cos_j) above s cos(theta_y + m) becomes z_ij (t + z_ij / s). It costs a multiplier
+    ``hard`` = (t, s, cos m, sin m, eps) adds CurricularFace's rule on the non-target logits:
+    z_ij (= s cos_j) above s cos(theta_y + m), with sin theta_y = sqrt(max(1 - cos^2, eps)),
+    becomes z_ij (t + z_ij / s). It costs a multiplier
     matrix M (1 where the rule does not apply) and a mask: z *= M forward, and the gradient is
     multiplied by dz'/dz = 2 M - t where the rule applies (t + 2 z / s), before the target
     column is written, as in the unfused formula.
@@ -84,9 +84,9 @@ class _MarginCrossEntropy(torch.autograd.Function):
         z_y = logits.gather(1, col)[:, 0]
         ctx.hard = None
         if hard is not None:
-            t, s, cos_m, sin_m = hard
+            t, s, cos_m, sin_m, sin_eps = hard
             c = torch.clamp(z_y / s, -1.0, 1.0)
-            sin = torch.sqrt(torch.clamp_min(1.0 - c * c, HARD_SIN_EPS))
+            sin = torch.sqrt(torch.clamp_min(1.0 - c * c, sin_eps))
             keep = logits <= (s * (c * cos_m - sin * sin_m))[:, None]
             mult = torch.add(t.to(logits.dtype), logits, alpha=1.0 / s).masked_fill_(keep, 1.0)
             logits.mul_(mult)
@@ -163,7 +163,8 @@ def margin_cross_entropy(xs, weight, labels, row_scale, normalize_weight, hook, 
                          hard=None):
     """Fused margin head; see ``_MarginCrossEntropy``. row_scale, norm: (B,) tensors; with
     ``norm`` the hook is called as hook(cos_y, norm) and the gradient flows into norm too;
-    ``hard`` = (t, s, cos m, sin m): CurricularFace's hard-negative rule (t without gradient)."""
+    ``hard`` = (t, s, cos m, sin m, eps): CurricularFace's hard-negative rule (t without
+    gradient)."""
     return _MarginCrossEntropy.apply(xs, weight, labels, row_scale, normalize_weight, hook,
                                      norm, hard)
 

@@ -17,30 +17,30 @@ MARGIN_LOSSES = [n for n in GL.list_losses() if issubclass(loss_class(n), Margin
 
 
 @pytest.fixture()
-def fused_switch(monkeypatch):
-    """Builds and loads the operator; yields a function that turns the fused path on or off."""
+def fresh_state():
+    """``fused.available()`` asks again in the test; the module's state is restored after."""
     saved = dict(fused._STATE)
-    monkeypatch.setenv("FACELOSSES_FUSED", "1")
     fused._STATE.update(done=False, ok=False, reason="")
+    yield
+    fused._STATE.clear()
+    fused._STATE.update(saved)
+
+
+@pytest.fixture()
+def fused_switch(monkeypatch, fresh_state):
+    """Builds and loads the operator; yields a function that turns the fused path on or off."""
+    monkeypatch.setenv("FACELOSSES_FUSED", "1")
     assert fused.available(), f"the fused operator did not build: {fused.unavailable_reason()}"
 
     def switch(on: bool) -> None:
         fused._STATE["ok"] = on
 
-    yield switch
-    fused._STATE.clear()
-    fused._STATE.update(saved)
+    return switch
 
 
-def test_FACELOSSES_FUSED_0_turns_it_off(monkeypatch):
-    saved = dict(fused._STATE)
+def test_FACELOSSES_FUSED_0_turns_it_off(monkeypatch, fresh_state):
     monkeypatch.setenv("FACELOSSES_FUSED", "0")
-    fused._STATE.update(done=False, ok=False, reason="")
-    try:
-        assert not fused.available() and "FACELOSSES_FUSED=0" in fused.unavailable_reason()
-    finally:
-        fused._STATE.clear()
-        fused._STATE.update(saved)
+    assert not fused.available() and "FACELOSSES_FUSED=0" in fused.unavailable_reason()
 
 
 @pytest.mark.parametrize("name", MARGIN_LOSSES)

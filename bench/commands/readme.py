@@ -43,6 +43,8 @@ def _metadata(csv_path: Path) -> dict:
 def compact_table(csv_path: Path) -> str:
     import pandas as pd
 
+    from bench import results as res
+
     table = pd.read_csv(csv_path, comment="#")
     meta = _metadata(csv_path)
     lines = []
@@ -69,11 +71,12 @@ def compact_table(csv_path: Path) -> str:
         lines.append("")
     env = meta.get("environment") or {}
     # a table rebuilt after a partial rerun mixes cells of several runs: name every commit
-    cells = list(_cells(csv_path.parent))
+    cells = [c for c in map(res.read_cell, sorted((csv_path.parent / "cells").glob("*.json")))
+             if c is not None]
     commits = sorted({str(c["git_commit"])[:12] for c in cells if c.get("git_commit")})
     if not commits:  # cells from before the per-cell field: the table's own commit
         commits = [str(env.get("git_commit", "?"))[:12]]
-    unrecorded = sum(not c.get("git_commit") for c in cells) if len(commits) else 0
+    unrecorded = sum(not c.get("git_commit") for c in cells)
     made_by = (f"cells trained at commit{'s' if len(commits) > 1 else ''} "
                f"{', '.join(f'`{c}`' for c in commits)}"
                + (f" ({unrecorded} older cells without a per-cell commit)"
@@ -82,16 +85,6 @@ def compact_table(csv_path: Path) -> str:
                f"`{meta.get('command', '?')}`")
     lines.append(f"From [`{csv_path.as_posix()}`]({csv_path.as_posix()}) ({made_by}).")
     return "\n".join(lines)
-
-
-def _cells(folder):
-    import json
-
-    for path in sorted((folder / "cells").glob("*.json")):
-        try:
-            yield json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
 
 
 def run(args) -> int:

@@ -23,8 +23,13 @@ from bench.timing import add_ratios
 
 NUM_CLASSES = 1000
 EMBEDDING = 512
-ALL_VARIANTS = ("torch", "torch channels_last", "gluon static_alloc",
-                "gluon static_alloc+static_shape")
+VARIANTS = {
+    "torch": ("_torch_step", {"channels_last": False}),
+    "torch channels_last": ("_torch_step", {"channels_last": True}),
+    "gluon static_alloc": ("_gluon_step", {"static_shape": False}),
+    "gluon static_alloc+static_shape": ("_gluon_step", {"static_shape": True}),
+}
+ALL_VARIANTS = tuple(VARIANTS)
 PLAIN = ("torch", "gluon static_alloc")
 # (backbone, batch sizes, repeats, variants). The IResNets take 5-60 s per step on 2 cores
 # (IResNet-100 at b64: about 100 s), so they run one timed step after one warm-up, in the two
@@ -92,13 +97,6 @@ def _gluon_step(name: str, batch: int, size: int, static_shape: bool):
 
     return step
 
-
-VARIANTS = {
-    "torch": ("_torch_step", {"channels_last": False}),
-    "torch channels_last": ("_torch_step", {"channels_last": True}),
-    "gluon static_alloc": ("_gluon_step", {"static_shape": False}),
-    "gluon static_alloc+static_shape": ("_gluon_step", {"static_shape": True}),
-}
 
 
 def _time_in_subprocess(impl: str, name: str, batch: int, size: int, repeats: int) -> dict:

@@ -49,27 +49,12 @@ class CurricularFace(Loss):
         s = self.scale
         norm = ops.row_norm(x)
         xs = x * (s / norm)[:, None]
-        hard = (self.t.detach(), s, math.cos(self.margin), math.sin(self.margin))
+        hard = (self.t.detach(), s, math.cos(self.margin), math.sin(self.margin), SIN_EPS)
         return ops.margin_cross_entropy(xs, self.weight.to(x.dtype), labels,
                                         torch.full_like(norm, s), True, self._target, hard=hard)
 
     def _target(self, cos_y):
         return arc_margin(ops.clamp_st(cos_y, -1.0, 1.0), self.margin, easy_margin=False)
-
-    def compute_unfused(self, x, labels):
-        """The same loss as plain autograd ops (B x C passes); kept as the fused head's check."""
-        s = self.scale
-        logits = (x * (s / ops.row_norm(x))[:, None]) @ ops.l2_normalize(
-            self.weight.to(x.dtype)).t()  # s cos_j
-        cos_y = ops.clamp_st(ops.gather_target(logits, labels) / s, -1.0, 1.0)
-        target = s * arc_margin(cos_y, self.margin, easy_margin=False)
-        c = cos_y.detach()  # the hard-negative test has no gradient
-        sin = torch.sqrt(torch.clamp_min(1.0 - c * c, SIN_EPS))
-        threshold = s * (c * math.cos(self.margin) - sin * math.sin(self.margin))
-        hard = logits > threshold[:, None]
-        logits = torch.where(hard, logits * (self.t.to(x.dtype) + logits / s), logits)
-        logits = logits.scatter(1, labels[:, None], target[:, None])
-        return (torch.logsumexp(logits, dim=1) - target).mean()
 
     @torch.no_grad()
     def step(self, x, labels) -> None:
