@@ -54,7 +54,6 @@ def train_rank(ctx, cfg, dataset: str, loss_name: str, data: tuple, targets: dic
     from common.sampler import EpochSampler
     from common.schedule import build_schedule
     from common.trainloop import NonFiniteError, fit
-    from common.verification import evaluate as verify
     from pytorch_impl.distributed import DistributedBatchSampler
     from pytorch_impl.distributed_train import DistributedTrainer
 
@@ -74,16 +73,7 @@ def train_rank(ctx, cfg, dataset: str, loss_name: str, data: tuple, targets: dic
                                       ctx.rank, ctx.world_size)
     schedule = build_schedule(cfg.schedule, cfg.lr, cfg.epochs, len(sampler),
                               warmup_epochs=cfg.warmup_epochs)
-    last_full: dict = {}
-
-    def evaluate(embed_fn):
-        full = {name: verify(embed_fn, imgs, same, batch_size=min(cfg.eval_batch_size,
-                                                                   len(imgs)),
-                             flip=cfg.flip_test, progress=False)
-                for name, (imgs, same) in targets.items()}
-        last_full.clear()
-        last_full.update(full)
-        return {name: harness._summary(r) for name, r in full.items()}
+    evaluate, last_full = harness.make_evaluator(cfg, targets)
 
     ckpt = checkpoint_path(cfg, dataset, loss_name, cell_hash, ctx.world_size, ctx.rank)
     ckpt.parent.mkdir(parents=True, exist_ok=True)

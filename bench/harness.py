@@ -219,20 +219,11 @@ def _summary(result) -> dict:
             "xnorm": float(result.xnorm)}
 
 
-def run_cell(cfg: HarnessConfig, dataset: str, loss_name: str, backend: str,
-             data: tuple, targets: dict, family_hash: str, cell_hash: str) -> dict:
-    """Train and evaluate one (loss, backend); returns the cell record (never raises NaN)."""
+def make_evaluator(cfg: HarnessConfig, targets: dict):
+    """``evaluate(embed_fn)`` for ``common.trainloop.fit`` (summaries per target) and the dict
+    it refills with the full results of the latest evaluation (ROC, per-pair distances)."""
     from common.verification import evaluate as verify
 
-    images, labels, num_classes = data
-    cell = {"dataset": dataset, "loss": loss_name, "backend": backend, "config": _hashed(cfg),
-            "config_hash": cell_hash, "family_hash": family_hash, "targets": sorted(targets)}
-    params, lstate = initial_state(cfg, loss_name, num_classes)
-    trainer = build_trainer(backend, cfg, loss_name, num_classes, params, lstate)
-    pk = cfg.pk if getattr(trainer.loss, "requires_pk_batches", False) else None
-    sampler = EpochSampler(labels, cfg.batch_size, cfg.seed, pk=pk)
-    schedule = build_schedule(cfg.schedule, cfg.lr, cfg.epochs, len(sampler),
-                              warmup_epochs=cfg.warmup_epochs)
     last_full: dict = {}
 
     def evaluate(embed_fn):
@@ -243,6 +234,24 @@ def run_cell(cfg: HarnessConfig, dataset: str, loss_name: str, backend: str,
         last_full.clear()
         last_full.update(full)
         return {name: _summary(r) for name, r in full.items()}
+
+    return evaluate, last_full
+
+
+def run_cell(cfg: HarnessConfig, dataset: str, loss_name: str, backend: str,
+             data: tuple, targets: dict, family_hash: str, cell_hash: str) -> dict:
+    """Train and evaluate one (loss, backend); returns the cell record (never raises NaN)."""
+
+    images, labels, num_classes = data
+    cell = {"dataset": dataset, "loss": loss_name, "backend": backend, "config": _hashed(cfg),
+            "config_hash": cell_hash, "family_hash": family_hash, "targets": sorted(targets)}
+    params, lstate = initial_state(cfg, loss_name, num_classes)
+    trainer = build_trainer(backend, cfg, loss_name, num_classes, params, lstate)
+    pk = cfg.pk if getattr(trainer.loss, "requires_pk_batches", False) else None
+    sampler = EpochSampler(labels, cfg.batch_size, cfg.seed, pk=pk)
+    schedule = build_schedule(cfg.schedule, cfg.lr, cfg.epochs, len(sampler),
+                              warmup_epochs=cfg.warmup_epochs)
+    evaluate, last_full = make_evaluator(cfg, targets)
 
     ckpt_dir = Path(cfg.runs) / dataset
     ckpt_dir.mkdir(parents=True, exist_ok=True)
