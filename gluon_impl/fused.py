@@ -4,7 +4,8 @@ Built with the system C++ compiler on first use into a cache folder keyed by a h
 source, the build flags, the MXNet version and the CPU, then loaded with
 ``mx.library.load``; it registers ``F.margin_lse_rows`` (the non-target logsumexp and the
 target logit of a logits matrix, with a one-pass backward) and ``F.l2norm_rows`` (W/|W| by
-rows, with a one-pass backward), NDArray and Symbol, so hybridized blocks use them too. The
+rows, with a one-pass backward) and ``F.curricular_lse_rows`` (``margin_lse_rows`` with
+CurricularFace's hard-negative rule), NDArray and Symbol, so hybridized blocks use them too. The
 GEMMs stay in the graph's FullyConnected (MXNet's oneDNN kernels). Measured (B=256, D=512,
 one thread, paired with Dense+SoftmaxCE): arcface/cosface 1.03-1.05x at C=10k and
 0.95-0.97x at C=100k, where the pure-Gluon graph takes 1.34-1.41x. On by default where
@@ -33,7 +34,7 @@ SOURCE = Path(__file__).resolve().parent / "csrc" / "fused_margin_ce.cc"
 # `omp simd` reductions (no OpenMP runtime)
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-fPIC",
          "-shared", "-std=c++17")
-OPS = ("margin_lse_rows", "l2norm_rows")
+OPS = ("margin_lse_rows", "l2norm_rows", "curricular_lse_rows")
 _LOCK = threading.Lock()
 _STATE: dict = {"done": False, "ok": False, "reason": ""}
 

@@ -14,7 +14,13 @@ def row_norm(F, x):
 
 
 def l2_normalize(F, x):
-    """x_i / sqrt(|x_i|^2 + 1e-24): MXNet's fused L2Normalization, same formula as torch's."""
+    """x_i / sqrt(|x_i|^2 + 1e-24) for a 2-D x, the same formula as torch's: the row-pass
+    operator ``l2norm_rows`` where ``gluon_impl.fused`` is loaded (one pass each way), else
+    MXNet's L2Normalization (whose backward takes several broadcast passes)."""
+    from . import fused
+
+    if fused.available():
+        return F.l2norm_rows(x)
     return F.L2Normalization(x, eps=NORM_EPS_SQ, mode="instance")
 
 
@@ -66,14 +72,16 @@ def upper_pairs(F, labels):
 
 
 def margin_cross_entropy(F, xs, weight, labels, row_scale, normalize_weight, hook,
-                         num_classes: int):
+                         num_classes: int, hard=None):
     """mean_i CE(z_i, y_i), z_ij = <xs_i, W'_j>, target replaced by r_i h(z_iy / r_i).
 
     Same maths as ``pytorch_impl.ops.margin_cross_entropy``. row_scale: a float or a (B,)
-    array. With the row-pass operators (``gluon_impl.fused``): W' = W/|W| by
-    ``l2norm_rows`` (one pass each way, where L2Normalization's backward takes several), the
-    logits by the graph's FullyConnected (oneDNN), then ``margin_lse_rows`` returns R_i, the
-    logsumexp of the non-target logits, and the target logit z_iy (its backward writes the
+    array; ``hard`` = (t, s, cos m, sin m, eps): CurricularFace's rule on the non-target
+    logits (t a (1,) array without gradient). With the row-pass operators
+    (``gluon_impl.fused``): W' = W/|W| by ``l2norm_rows`` (one pass each way, where
+    L2Normalization's backward takes several), the logits by the graph's FullyConnected
+    (oneDNN), then ``margin_lse_rows`` (``curricular_lse_rows`` with ``hard``) returns R_i,
+    the logsumexp of the non-target logits, and the target logit z_iy (its backward writes the
     logits' gradient in one pass); the graph finishes on B values,
     CE_i = logaddexp(R_i, t_i) - t_i with t_i = r_i h(z_iy / r_i), so the target column is
     never rewritten. Without them, ``margin_cross_entropy_graph``.
@@ -82,27 +90,41 @@ def margin_cross_entropy(F, xs, weight, labels, row_scale, normalize_weight, hoo
 
     if fused.available():
         if normalize_weight:
-            weight = F.l2norm_rows(weight)
+            weight = l2_normalize(F, weight)
         logits = F.FullyConnected(xs, weight, no_bias=True, num_hidden=num_classes)
-        lse_rest, z_y = F.margin_lse_rows(logits, labels)
+        if hard is None:
+            lse_rest, z_y = F.margin_lse_rows(logits, labels)
+        else:
+            t, s, cos_m, sin_m, eps = hard
+            lse_rest, z_y = F.curricular_lse_rows(logits, labels, F.stop_gradient(t), scale=s,
+                                                  cos_m=cos_m, sin_m=sin_m, sin_eps=eps)
         target = z_y if hook is None else row_scale * hook(z_y / row_scale)
         top = F.stop_gradient(F.maximum(lse_rest, target))
         return F.mean(F.log(F.exp(lse_rest - top) + F.exp(target - top)) + top - target)
     return margin_cross_entropy_graph(F, xs, weight, labels, row_scale, normalize_weight, hook,
-                                      num_classes)
+                                      num_classes, hard)
 
 
 def margin_cross_entropy_graph(F, xs, weight, labels, row_scale, normalize_weight, hook,
-                               num_classes: int):
+                               num_classes: int, hard=None):
     """``margin_cross_entropy`` as a plain Gluon graph (the fallback, and the reference).
 
-    W' = W/|W| by the fused L2Normalization (folding 1/|W| into the logits' columns, as
-    torch does, is slower here: MXNet's broadcast backward reduces over B x C).
+    W' = W/|W| by ``l2_normalize`` (folding 1/|W| into the logits' columns, as torch does, is
+    slower here: MXNet's broadcast backward reduces over B x C).
     """
     if normalize_weight:
         weight = l2_normalize(F, weight)
     logits = F.FullyConnected(xs, weight, no_bias=True, num_hidden=num_classes)
-    if hook is not None:
-        target = row_scale * hook(F.pick(logits, labels, axis=1) / row_scale)
+    z_y = F.pick(logits, labels, axis=1)
+    if hard is not None:
+        t, s, cos_m, sin_m, eps = hard
+        c = F.stop_gradient(clip(F, z_y / s, -1.0, 1.0))  # the rule is a step: no gradient
+        sin = F.sqrt(F.maximum(1.0 - c * c, eps))
+        threshold = s * (c * cos_m - sin * sin_m)
+        ruled = F.broadcast_greater(logits, F.reshape(threshold, shape=(-1, 1)))
+        curriculum = F.broadcast_add(logits / s, F.reshape(F.stop_gradient(t), shape=(1, 1)))
+        logits = F.where(ruled, logits * curriculum, logits)
+    if hook is not None or hard is not None:
+        target = z_y if hook is None else row_scale * hook(z_y / row_scale)
         logits = replace_target(F, logits, labels, target, num_classes)
     return F.mean(-F.pick(F.log_softmax(logits, axis=1), labels, axis=1))

@@ -6,10 +6,11 @@ unchanged with a ``distributed.DistributedBatchSampler``: each rank passes its s
 global batch. The backbone is wrapped in DDP with summed gradients, the loss in
 ``DistributedHead``: softmax-family losses (and the softmax part of joint objectives) as a
 ``PartialFC`` shard, everything else (triplet, contrastive, centre and ring terms) replicated on
-the all-gathered global batch. Either way each rank's loss is the loss of the global batch, so
-with BatchNorm aside the update is the single-process update of the same global batch (same
-SGD rule and no-decay grouping as ``train.py``). BatchNorm uses per-rank batch statistics (PyTorch's
-SyncBatchNorm does not run on CPU); DDP broadcasts rank 0's running statistics at each forward.
+the all-gathered global batch. Either way each rank's loss is the loss of the global batch, and
+the backbone's BatchNorms normalise by the global batch's statistics (``sync_batchnorm``: torch's
+SyncBatchNorm on CUDA, an all-reduce version on CPU, where torch's refuses to run), so the update
+is the single-process update of the same global batch (same SGD rule and no-decay grouping as
+``train.py``), up to the order of floating-point sums.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from torch import nn
 from .distributed import DistContext, gather_rows, gather_rows_nograd, wrap_ddp
 from .losses.base import JointLoss, MarginSoftmax, load_loss_state, loss_state
 from .partial_fc import PartialFC
+from .sync_batchnorm import convert_sync_batchnorm
 from .train import StepOutput, class_logits
 
 
@@ -89,7 +91,7 @@ class DistributedTrainer:
         if weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
         self.ctx = ctx
-        self.net = backbone.to(ctx.device)
+        self.net = convert_sync_batchnorm(backbone.to(ctx.device))
         self.backbone = wrap_ddp(self.net, ctx.device, grad_reduction="sum")
         self.loss = DistributedHead(loss, sample_rate=sample_rate, seed=seed).to(ctx.device)
         named = [("backbone." + k, p) for k, p in self.net.named_parameters()]

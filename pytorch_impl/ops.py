@@ -69,13 +69,24 @@ class _MarginCrossEntropy(torch.autograd.Function):
     matrix M (1 where the rule does not apply) and a mask: z *= M forward, and the gradient is
     multiplied by dz'/dz = 2 M - t where the rule applies (t + 2 z / s), before the target
     column is written, as in the unfused formula.
+
+    ``embed_scale`` = s: ``xs`` is the raw embedding x and the head uses s x / |x| (the
+    normalised, scaled embedding of NormFace and its margins) without autograd nodes of its own:
+    forward scales x's rows by s/|x| on the way into the GEMMs, backward turns the gradient g of
+    s x/|x| into the gradient of x in two B x D passes, (s/|x|) (g - x <g, x> / |x|^2).
     """
 
     @staticmethod
     def forward(ctx, xs, weight, labels, row_scale, normalize_weight, hook, norm=None,
-                hard=None):
+                hard=None, embed_scale=None):
         col = labels[:, None]
-        logits = torch.mm(xs, weight.t())
+        x_norm = x_scale = None
+        if embed_scale is not None:  # xs is x: the GEMM sees s x / |x|
+            x_norm = row_norm(xs)
+            x_scale = embed_scale / x_norm
+            logits = torch.mm(xs, weight.t()).mul_(x_scale[:, None])
+        else:
+            logits = torch.mm(xs, weight.t())
         inv_norm = None
         if normalize_weight:
             w_norm = torch.linalg.vector_norm(weight, dim=1)
@@ -113,8 +124,11 @@ class _MarginCrossEntropy(torch.autograd.Function):
         sum_exp = exp.sum(dim=1)
         lse = sum_exp.log() + row_max[:, 0]
         ctx.graph, ctx.normalize_weight, ctx.consumed = graph, normalize_weight, False
+        ctx.embed = embed_scale is not None
+        empty = torch.empty(0)
         ctx.save_for_backward(xs, weight, labels, exp, sum_exp,
-                              inv_norm if inv_norm is not None else torch.empty(0))
+                              inv_norm if inv_norm is not None else empty,
+                              x_norm if ctx.embed else empty, x_scale if ctx.embed else empty)
         return (lse - target).mean()
 
     @staticmethod
@@ -124,7 +138,7 @@ class _MarginCrossEntropy(torch.autograd.Function):
             raise RuntimeError("margin_cross_entropy: backward through the same graph twice "
                                "is not supported (its buffer is reused for the gradient)")
         ctx.consumed = True
-        xs, weight, labels, exp, sum_exp, inv_norm = ctx.saved_tensors
+        xs, weight, labels, exp, sum_exp, inv_norm, x_norm, x_scale = ctx.saved_tensors
         col = labels[:, None]
         # dCE/dtarget = p_y - 1, then through the hook: dL/dz_y (and dL/dr for |x| scales)
         grad_t = exp.gather(1, col)[:, 0] / sum_exp - 1.0
@@ -150,23 +164,30 @@ class _MarginCrossEntropy(torch.autograd.Function):
             grad.scatter_(1, col, (grad_t * sum_exp)[:, None])
         grad_xs = grad_w = None
         if ctx.needs_input_grad[0]:
-            grad_xs = torch.mm(grad, weight).mul_(row_factor[:, None])
+            grad_xs = torch.mm(grad, weight)
+            if ctx.embed:  # x_scale (g - x <g, x> / |x|^2), g = grad_xs * row_factor
+                dot = torch.linalg.vecdot(grad_xs, xs) * row_factor
+                grad_xs.mul_((row_factor * x_scale)[:, None]).addcmul_(
+                    xs, (x_scale * dot / (x_norm * x_norm))[:, None], value=-1.0)
+            else:
+                grad_xs.mul_(row_factor[:, None])
         if ctx.needs_input_grad[1]:
-            grad_w = torch.mm(grad.t(), xs * row_factor[:, None])
+            rows = row_factor * x_scale if ctx.embed else row_factor
+            grad_w = torch.mm(grad.t(), xs * rows[:, None])
             if ctx.normalize_weight:
                 coef = torch.linalg.vecdot(grad_w, weight) * inv_norm * inv_norm
                 grad_w.addcmul_(weight, coef[:, None], value=-1.0)
-        return grad_xs, grad_w, None, grad_r, None, None, grad_n, None
+        return grad_xs, grad_w, None, grad_r, None, None, grad_n, None, None
 
 
 def margin_cross_entropy(xs, weight, labels, row_scale, normalize_weight, hook, norm=None,
-                         hard=None):
+                         hard=None, embed_scale=None):
     """Fused margin head; see ``_MarginCrossEntropy``. row_scale, norm: (B,) tensors; with
     ``norm`` the hook is called as hook(cos_y, norm) and the gradient flows into norm too;
     ``hard`` = (t, s, cos m, sin m, eps): CurricularFace's hard-negative rule (t without
-    gradient)."""
+    gradient); ``embed_scale`` = s: ``xs`` is the raw embedding, used as s x / |x|."""
     return _MarginCrossEntropy.apply(xs, weight, labels, row_scale, normalize_weight, hook,
-                                     norm, hard)
+                                     norm, hard, embed_scale)
 
 
 def upper_pairs(labels: torch.Tensor) -> torch.Tensor:

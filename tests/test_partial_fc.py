@@ -1,4 +1,5 @@
-"""Sharded margin head (PartialFC) against the single-process head, on CPU ranks over gloo.
+"""Sharded margin head (PartialFC), the group-wide BatchNorm and the data-parallel trainer
+against their single-process counterparts, on CPU ranks over gloo.
 
 One ``torch.multiprocessing.spawn`` per world size (2 and 3) runs every check for every
 softmax-family loss in ``list_losses()``; each rank saves its numbers and the references it
@@ -21,6 +22,7 @@ from pytorch_impl.losses.base import MarginSoftmax, loss_class
 
 C, D, B = 11, 6, 7  # prime sizes: uneven class and batch shards for 2 and 3 ranks
 C_SAMPLED, R = 40, 0.3
+BN_KINDS = ("torch0.1", "torchNone", "mxnet", "mxnet_fix_gamma")
 
 
 def softmax_family() -> list[str]:
@@ -107,12 +109,73 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         res[f"{name}/s_repeat"] = np.stack([again.sample(y)[0].numpy(),
                                             pfc.last_index.numpy()])
     res.update(_trainer_step(rank, world))
+    res.update(_sync_batchnorm(rank, world))
     np.savez(os.path.join(out, f"rank{rank}.npz"), **res)
     destroy_process_group()
 
 
+def _sync_batchnorm(rank: int, world: int) -> dict:
+    """Group-wide BatchNorm on this rank's rows vs the same layer on the whole batch
+    (float64): torch's BatchNorm2d (replaced by SyncBatchNorm) and the backbones' MXNet-style
+    one (switched in place), with and without fixed gamma."""
+    from pytorch_impl.backbones import layers
+    from pytorch_impl.distributed import gather_rows_nograd
+    from pytorch_impl.sync_batchnorm import convert_sync_batchnorm
+
+    out = {}
+    rng = np.random.default_rng(11)
+    x = torch.from_numpy(rng.normal(2.0, 3.0, size=(9, 4, 3, 2)))
+    g = torch.from_numpy(rng.normal(size=(9, 4, 3, 2)))
+    lo, hi = shard_bounds(len(x), world, rank)
+    for kind in BN_KINDS:
+        nets = []
+        for _ in range(2):
+            torch.manual_seed(5)
+            bn = {"torch0.1": lambda: torch.nn.BatchNorm2d(4, momentum=0.1),
+                  "torchNone": lambda: torch.nn.BatchNorm2d(4, momentum=None),
+                  "mxnet": lambda: layers.BatchNorm2d(4),
+                  "mxnet_fix_gamma": lambda: layers.BatchNorm2d(4, fix_gamma=True)}[kind]()
+            bn = bn.double()
+            with torch.no_grad():
+                if bn.weight.requires_grad:
+                    bn.weight.uniform_(0.5, 1.5)
+                bn.bias.normal_()
+            nets.append(bn)
+        single, sync = nets[0], convert_sync_batchnorm(torch.nn.Sequential(nets[1]))
+        key = f"bn/{kind}"
+        out[f"{key}/type"] = np.array([  # replaced, or switched in place
+            type(sync[0]).__name__ == "SyncBatchNorm" if kind.startswith("torch")
+            else sync[0] is nets[1] and sync[0].sync_group is not None])
+        for step in range(2):  # twice: the running statistics' update rule
+            xs, xl = x.clone().requires_grad_(True), x[lo:hi].clone().requires_grad_(True)
+            for p in (*single.parameters(), *sync.parameters()):
+                p.grad = None
+            ys, yl = single(xs), sync(xl)
+            (ys * g).sum().backward()
+            (yl * g[lo:hi]).sum().backward()
+            zero = torch.zeros(4, dtype=torch.float64)
+            local_w = zero if sync[0].weight.grad is None else sync[0].weight.grad
+            gw = gather_rows_nograd(local_w[None]).sum(0)  # DDP's sum over ranks
+            gb = gather_rows_nograd(sync[0].bias.grad[None]).sum(0)
+            single_w = zero if single.weight.grad is None else single.weight.grad
+            out[f"{key}/{step}/y"] = np.stack([yl.detach().numpy(), ys.detach()[lo:hi].numpy()])
+            out[f"{key}/{step}/gx"] = np.stack([xl.grad.numpy(), xs.grad[lo:hi].numpy()])
+            out[f"{key}/{step}/gwb"] = np.stack([torch.cat([gw, gb]).numpy(), torch.cat(
+                [single_w, single.bias.grad]).numpy()])
+            out[f"{key}/{step}/running"] = np.stack([
+                torch.cat([sync[0].running_mean, sync[0].running_var]).numpy(),
+                torch.cat([single.running_mean, single.running_var]).numpy()])
+        sync.eval()
+        single.eval()
+        out[f"{key}/eval"] = np.stack([sync(x[lo:hi]).detach().numpy(),
+                                       single(x[lo:hi]).detach().numpy()])
+    return out
+
+
 def _trainer_step(rank: int, world: int) -> dict:
-    """One DistributedTrainer SGD step on a linear backbone vs the single-process Trainer."""
+    """Two DistributedTrainer SGD steps on a backbone with BatchNorm vs the single-process
+    Trainer on the whole batch."""
+    from pytorch_impl.backbones import layers
     from pytorch_impl.distributed import DistContext
     from pytorch_impl.distributed_train import DistributedTrainer
     from pytorch_impl.train import Trainer
@@ -122,7 +185,8 @@ def _trainer_step(rank: int, world: int) -> dict:
         batches = []
         for _ in range(2):
             torch.manual_seed(99)
-            net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, D))
+            net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 10),
+                                      layers.BatchNorm1d(10), torch.nn.Linear(10, D))
             loss = build_loss(name, num_classes=C, embedding_size=D)
             batches.append((net, loss))
         images = np.random.default_rng(3).normal(size=(8, 3, 2, 2)).astype(np.float32)
@@ -137,9 +201,11 @@ def _trainer_step(rank: int, world: int) -> dict:
             a = single.train_step(images, labels)
             b = multi.train_step(images[lo:hi], labels[lo:hi])
         out[f"train/{name}/loss"] = np.array([b.loss, a.loss])
-        out[f"train/{name}/backbone"] = np.stack([
-            torch.cat([p.detach().flatten() for p in multi.net.parameters()]).numpy(),
-            torch.cat([p.detach().flatten() for p in single.backbone.parameters()]).numpy()])
+        out[f"train/{name}/backbone"] = np.stack([  # parameters and BatchNorm's statistics
+            torch.cat([p.detach().flatten().float() for p in multi.net.state_dict().values()]
+                      ).numpy(),
+            torch.cat([p.detach().flatten().float()
+                       for p in single.backbone.state_dict().values()]).numpy()])
         if name != "triplet":
             sh = multi.loss.sharded
             out[f"train/{name}/weight"] = np.stack([
@@ -197,9 +263,25 @@ def test_distributed_trainer_step_equals_single_process(ranks, name):
     for res in results:
         got, want = res[f"train/{name}/loss"]
         assert got == pytest.approx(want, rel=1e-5)
-        np.testing.assert_allclose(*res[f"train/{name}/backbone"], rtol=1e-4, atol=1e-6)
+        # float32 sums in another order, scaled by BatchNorm's 1/std: a few 1e-6 apart;
+        # per-rank batch statistics put them 1e-3 to 1e-1 apart
+        np.testing.assert_allclose(*res[f"train/{name}/backbone"], rtol=1e-4, atol=2e-5)
         if f"train/{name}/weight" in res:
             np.testing.assert_allclose(*res[f"train/{name}/weight"], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", BN_KINDS)
+def test_sync_batchnorm_is_batchnorm_of_the_global_batch(ranks, kind):
+    world, results = ranks
+    for rank, res in enumerate(results):
+        key = f"bn/{kind}"
+        assert res[f"{key}/type"].all()
+        for step in (0, 1):
+            for part in ("y", "gx", "gwb", "running"):
+                np.testing.assert_allclose(*res[f"{key}/{step}/{part}"], rtol=1e-10,
+                                           atol=1e-12,
+                                           err_msg=f"{part} step {step}, rank {rank}/{world}")
+        np.testing.assert_allclose(*res[f"{key}/eval"], rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("world", [2, 3])

@@ -21,7 +21,7 @@ ROWS = [
 
 def test_goal_limits_follow_the_issue():
     assert goal_of(ROWS[0]) is None  # the baseline itself
-    assert goal_of(ROWS[1])[1] == 1.15 and goal_of(ROWS[3])[1] == 1.25
+    assert goal_of(ROWS[1])[1] == 1.15 and goal_of(ROWS[3])[1] == 1.15  # every C
     assert goal_of(ROWS[4])[1] == 0.05
 
 
@@ -30,9 +30,9 @@ def test_report_marks_met_and_missed_and_renders_back(tmp_path):
                  failures={}, quick=True)
     text = (tmp_path / "README.md").read_text()
     assert "## Goals" in text
-    assert "| heads | <= 1.15x plain head | 2 | 1 | 1 | 1.500 (gluon C=10000, gluon arcface) |" \
+    assert "| heads | <= 1.15x plain head | 3 | 1 | 2 | 1.500 (gluon C=10000, gluon arcface) |" \
         in text
-    assert "<= 1.25x plain head: met" in text
+    assert "| gluon C=1000 | gluon cosface |" in text and "<= 1.15x plain head: MISSED" in text
     back = read_rows(tmp_path / "perf.csv")
     assert [r["ratio"] for r in back] == [r["ratio"] for r in ROWS]
     assert back[2]["goal"] == "<= 1.15x plain head: MISSED"

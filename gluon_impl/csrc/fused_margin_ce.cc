@@ -1,5 +1,5 @@
 // Row passes of the margin cross-entropy for MXNet 1.9 (CPU), loaded with mx.library.load.
-// The GEMMs stay in the graph's FullyConnected (MXNet's own oneDNN kernels); these two
+// The GEMMs stay in the graph's FullyConnected (MXNet's own oneDNN kernels); these
 // operators replace the slow parts around it:
 //
 // l2norm_rows(W (C,D)) -> W'_j = W_j n_j,  n_j = 1/sqrt(|W_j|^2 + 1e-24)
@@ -15,10 +15,18 @@
 //   exponentials from the logits and writes the logits' gradient in one pass:
 //     G_ij = gR_i exp(logits_ij - m_i) / S_i (j != y_i),  G_iy = gz_i;  grad labels = 0.
 //
+// curricular_lse_rows(logits, labels, t (1,); scale, cos_m, sin_m, sin_eps) -> (R, z_y)
+//   margin_lse_rows with CurricularFace's rule on the non-target logits: with
+//   c_i = clamp(z_y_i / s, -1, 1), sin_i = sqrt(max(1 - c_i^2, sin_eps)) and the threshold
+//   h_i = s (c_i cos_m - sin_i sin_m) (= s cos(theta_y + m)), a logit z_ij > h_i is used as
+//   z_ij (z_ij / s + t) (the same operations in the same order as the pure graph). The rule
+//   is a step: h and t get no gradient; backward multiplies the row's gradient by the
+//   derivative z_ij / s + t + z_ij / s where the rule applies, recomputed from the logits.
+//
 // The library speaks MXNet's extension ABI (include/mxnet/lib_api.h, MX_LIBRARY_VERSION
 // 11) directly: the C entry points below are the ones MXNet's loader looks up; the
 // function pointers it passes back to them are opaque to MXNet and are used here as tags
-// naming the operator. It registers two stateful CPU operators and no partitioners or
+// naming the operator. It registers three stateful CPU operators and no partitioners or
 // passes. Built without -ffast-math (NaN and inf keep their meaning); the reductions are
 // vectorised by `omp simd` (-fopenmp-simd, no OpenMP runtime) and exp by libmvec.
 
@@ -47,14 +55,16 @@ constexpr int kMxSuccess = 1, kMxFail = 0;
 constexpr double kNormEpsSq = 1e-24;
 const char* const kCpu = "cpu";
 
-enum OpKind { kRows = 0, kL2Norm = 1, kNumOps = 2 };
+enum OpKind { kRows = 0, kL2Norm = 1, kHard = 2, kNumOps = 3 };
 struct OpDesc {
   int kind;
   const char* name;
 };
 // handed to MXNet as the operators' parse/type/shape/create functions: MXNet passes them
 // back as the first argument of the _opCall* entry points below, which dispatch on them
-OpDesc kOps[kNumOps] = {{kRows, "margin_lse_rows"}, {kL2Norm, "l2norm_rows"}};
+OpDesc kOps[kNumOps] = {
+    {kRows, "margin_lse_rows"}, {kL2Norm, "l2norm_rows"}, {kHard, "curricular_lse_rows"}};
+const char* const kHardAttrs[4] = {"scale", "cos_m", "sin_m", "sin_eps"};
 
 int kind_of(void* tag) { return static_cast<OpDesc*>(tag)->kind; }
 
@@ -76,8 +86,36 @@ struct State : StateBase {
   std::vector<char> row_max;   // B
   std::vector<char> row_sum;   // B
   std::vector<int64_t> label;  // B target columns, read once in forward
-  bool ready = false;          // forward ran (margin_lse_rows)
+  std::vector<char> threshold;  // B, curricular_lse_rows only
+  double hard_attr[4] = {0, 0, 0, 0};  // scale, cos_m, sin_m, sin_eps (kHardAttrs)
+  double t = 0;                // curricular_lse_rows: t of the forward
+  bool ready = false;          // forward ran (margin_lse_rows, curricular_lse_rows)
 };
+
+// The rule's logit: z (z / s + t) above the row's threshold, z otherwise; the division and
+// the sum in the graph's order (logits / s, + t, * logits) so float32 rounds the same.
+template <typename T>
+inline T ruled(T z, T thr, T s, T t) { return z > thr ? z * (z / s + t) : z; }
+
+// the rule's derivative dz'/dz: (z / s + t) + z / s above the threshold, 1 otherwise
+template <typename T>
+inline T ruled_grad(T z, T thr, T s, T t) { return z > thr ? (z / s + t) + z / s : T(1); }
+
+// parses the four attributes of curricular_lse_rows; false when one is missing or not a number
+bool parse_hard_attrs(const char* const* keys, const char* const* vals, int num, double* out) {
+  for (int a = 0; a < 4; ++a) {
+    bool found = false;
+    for (int k = 0; k < num; ++k) {
+      if (std::strcmp(keys[k], kHardAttrs[a]) != 0) continue;
+      char* end = nullptr;
+      out[a] = std::strtod(vals[k], &end);
+      if (end == vals[k] || *end != '\0' || !std::isfinite(out[a])) return false;
+      found = true;
+    }
+    if (!found) return false;
+  }
+  return out[0] > 0;
+}
 
 template <typename T>
 T* grow(std::vector<char>* buf, int64_t n) {
@@ -143,6 +181,83 @@ int rows_backward(State* st, const T* grad_lse, const T* grad_zy, const T* L, T*
 }
 
 template <typename T>
+int hard_forward(State* st, const T* L, T t, T* lse, T* zy, int64_t B, int64_t C) {
+  T* mxs = grow<T>(&st->row_max, B);
+  T* sums = grow<T>(&st->row_sum, B);
+  T* thrs = grow<T>(&st->threshold, B);
+  const T s = static_cast<T>(st->hard_attr[0]), cos_m = static_cast<T>(st->hard_attr[1]);
+  const T sin_m = static_cast<T>(st->hard_attr[2]), eps = static_cast<T>(st->hard_attr[3]);
+  st->rows = B;
+  st->cols = C;
+  st->t = t;
+  for (int64_t i = 0; i < B; ++i) {
+    const T* row = L + i * C;
+    const int64_t y = st->label[i];
+    zy[i] = row[y];
+    T c = row[y] / s;
+    c = c < T(-1) ? T(-1) : (c > T(1) ? T(1) : c);
+    const T sq = T(1) - c * c;
+    const T sin = std::sqrt(sq > eps ? sq : eps);
+    const T thr = s * (c * cos_m - sin * sin_m);
+    thrs[i] = thr;
+    if (C == 1) {
+      mxs[i] = 0;
+      sums[i] = 0;
+      lse[i] = -std::numeric_limits<T>::infinity();
+      continue;
+    }
+    T mx = ruled<T>(row[y == 0 ? 1 : 0], thr, s, t);
+#pragma omp simd reduction(max : mx)
+    for (int64_t j = 0; j < y; ++j) {
+      const T v = ruled<T>(row[j], thr, s, t);
+      mx = v > mx ? v : mx;
+    }
+#pragma omp simd reduction(max : mx)
+    for (int64_t j = y + 1; j < C; ++j) {
+      const T v = ruled<T>(row[j], thr, s, t);
+      mx = v > mx ? v : mx;
+    }
+    T sum = 0;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t j = 0; j < y; ++j) sum += std::exp(ruled<T>(row[j], thr, s, t) - mx);
+#pragma omp simd reduction(+ : sum)
+    for (int64_t j = y + 1; j < C; ++j) sum += std::exp(ruled<T>(row[j], thr, s, t) - mx);
+    mxs[i] = mx;
+    sums[i] = sum;
+    lse[i] = mx + std::log(sum);
+  }
+  st->ready = true;
+  return kMxSuccess;
+}
+
+template <typename T>
+int hard_backward(State* st, const T* grad_lse, const T* grad_zy, const T* L, T* gL,
+                  int64_t B, int64_t C) {
+  if (!st->ready || st->rows != B || st->cols != C) return kMxFail;
+  const T* mxs = reinterpret_cast<const T*>(st->row_max.data());
+  const T* sums = reinterpret_cast<const T*>(st->row_sum.data());
+  const T* thrs = reinterpret_cast<const T*>(st->threshold.data());
+  const T s = static_cast<T>(st->hard_attr[0]), t = static_cast<T>(st->t);
+  for (int64_t i = 0; i < B; ++i) {
+    const T* __restrict row = L + i * C;
+    T* __restrict g = gL + i * C;
+    const int64_t y = st->label[i];
+    const T factor = sums[i] > 0 ? grad_lse[i] / sums[i] : T(0);
+    const T mx = mxs[i], thr = thrs[i];
+#pragma omp simd
+    for (int64_t j = 0; j < y; ++j)
+      g[j] = factor * std::exp(ruled<T>(row[j], thr, s, t) - mx) *
+             ruled_grad<T>(row[j], thr, s, t);
+#pragma omp simd
+    for (int64_t j = y + 1; j < C; ++j)
+      g[j] = factor * std::exp(ruled<T>(row[j], thr, s, t) - mx) *
+             ruled_grad<T>(row[j], thr, s, t);
+    g[y] = grad_zy[i];
+  }
+  return kMxSuccess;
+}
+
+template <typename T>
 void l2norm_forward(const T* w, T* out, int64_t C, int64_t D) {
   for (int64_t j = 0; j < C; ++j) {
     const T* __restrict r = w + j * D;
@@ -194,8 +309,13 @@ bool read_labels(State* st, const void* data, int dtype, int64_t B, int64_t C) {
 }
 
 void io_count(int kind, int* num_in, int* num_out) {
-  *num_in = kind == kRows ? 2 : 1;
-  *num_out = kind == kRows ? 2 : 1;
+  *num_in = kind == kRows ? 2 : (kind == kHard ? 3 : 1);
+  *num_out = kind == kL2Norm ? 1 : 2;
+}
+
+// zeroes the gradient of an input that gets none (labels, t): n values of type `type`
+void zero_grad(void* data, int type, int64_t n) {
+  if (data) std::memset(data, 0, (type == kFloat64 || type == kInt64 ? 8 : 4) * n);
 }
 
 unsigned* shape_copy(const std::vector<unsigned>& s) {
@@ -237,11 +357,22 @@ int compute(State* st, int is_forward, const int64_t** inshapes, int* indims, vo
     // backward inputs: grad R, grad z_y, logits, labels, R, z_y; outputs: grads of the inputs
     if (num_in != 6 || num_out != 2 || indims[2] != 2 || !outdata[0]) return kMxFail;
     const int64_t B = inshapes[2][0], C = inshapes[2][1];
-    if (outdata[1]) {  // labels get no gradient: zero it whatever its type (B values)
-      const int lt = outtypes[1];
-      std::memset(outdata[1], 0, (lt == kFloat64 || lt == kInt64 ? 8 : 4) * B);
-    }
+    zero_grad(outdata[1], outtypes[1], B);  // labels get no gradient
     return rows_backward<T>(st, in(0), in(1), in(2), out(0), B, C);
+  }
+  if (st->kind == kHard) {
+    if (is_forward) {  // inputs: logits, labels, t; outputs: R, z_y
+      if (num_in != 3 || num_out != 2 || indims[0] != 2) return kMxFail;
+      const int64_t B = inshapes[0][0], C = inshapes[0][1];
+      if (!read_labels(st, indata[1], st->label_type, B, C)) return kMxFail;
+      return hard_forward<T>(st, in(0), in(2)[0], out(0), out(1), B, C);
+    }
+    // backward inputs: grad R, grad z_y, logits, labels, t, R, z_y; outputs: grads of inputs
+    if (num_in != 7 || num_out != 3 || indims[2] != 2 || !outdata[0]) return kMxFail;
+    const int64_t B = inshapes[2][0], C = inshapes[2][1];
+    zero_grad(outdata[1], outtypes[1], B);
+    zero_grad(outdata[2], outtypes[2], 1);  // the rule is a step in t: no gradient
+    return hard_backward<T>(st, in(0), in(1), in(2), out(0), B, C);
   }
   // l2norm_rows: forward W -> W'; backward inputs: grad W', W, W'; output: grad W
   const int w = is_forward ? 0 : 1;
@@ -292,9 +423,12 @@ void _opRegGet(int idx, const char** name, int* is_sg_op, const char*** forward_
 
 void _opCallFree(void* ptr) { std::free(ptr); }
 
-int _opCallParseAttrs(void* tag, const char* const*, const char* const*, int, int* num_in,
-                      int* num_out) {
-  io_count(kind_of(tag), num_in, num_out);
+int _opCallParseAttrs(void* tag, const char* const* keys, const char* const* vals, int num,
+                      int* num_in, int* num_out) {
+  const int kind = kind_of(tag);
+  io_count(kind, num_in, num_out);
+  double attrs[4];
+  if (kind == kHard && !parse_hard_attrs(keys, vals, num, attrs)) return kMxFail;
   return kMxSuccess;
 }
 
@@ -312,8 +446,12 @@ int _opCallInferShape(void* tag, const char* const*, const char* const*, int,
   if ((indims[0] != 0 && indims[0] != 2)) return kMxFail;
   if (kind == kL2Norm) {  // W (C,D) -> (C,D)
     outs[0] = ins[0];
-  } else {  // logits (B,C), labels (B,) -> (B,), (B,)
+  } else {  // logits (B,C), labels (B,)[, t (1,)] -> (B,), (B,)
     if (indims[1] != 0 && indims[1] != 1) return kMxFail;
+    if (kind == kHard) {
+      if (indims[2] != 0 && !(indims[2] == 1 && inshapes[2][0] == 1)) return kMxFail;
+      ins[2] = {1u};
+    }
     int64_t B = -1;
     if (indims[0] == 2) B = inshapes[0][0];
     if (indims[1] == 1) {
@@ -340,10 +478,14 @@ int _opCallInferType(void* tag, const char* const*, const char* const*, int, int
   if (dt != kFloat32 && dt != kFloat64) return kMxFail;
   if (intypes[0] >= 0 && intypes[0] != dt) return kMxFail;
   intypes[0] = dt;
-  if (kind == kRows) {
+  if (kind != kL2Norm) {
     if (intypes[1] < 0) intypes[1] = dt;
     const int lt = intypes[1];
     if (lt != kFloat32 && lt != kFloat64 && lt != kInt32 && lt != kInt64) return kMxFail;
+  }
+  if (kind == kHard) {  // t has the logits' type
+    if (intypes[2] >= 0 && intypes[2] != dt) return kMxFail;
+    intypes[2] = dt;
   }
   for (int i = 0; i < num_out; ++i) outtypes[i] = dt;
   return kMxSuccess;
@@ -368,12 +510,15 @@ int _opCallMutateInputs(void*, const char* const*, const char* const*, int, int*
   return kMxSuccess;
 }
 
-int _opCallCreateOpState(void* tag, const char* const*, const char* const*, int,
+int _opCallCreateOpState(void* tag, const char* const* keys, const char* const* vals, int num,
                          const char* dev_type, int, unsigned int**, int*, int, const int*,
                          void** state_op) {
   if (std::strcmp(dev_type, kCpu) != 0) return kMxFail;
+  double attrs[4] = {0, 0, 0, 0};
+  if (kind_of(tag) == kHard && !parse_hard_attrs(keys, vals, num, attrs)) return kMxFail;
   State* st = new State();
   st->kind = kind_of(tag);
+  std::memcpy(st->hard_attr, attrs, sizeof(attrs));
   *state_op = static_cast<StateBase*>(st);
   return kMxSuccess;
 }
@@ -390,9 +535,9 @@ int _opCallFStatefulCompute(int is_forward, void* state_op, const int64_t** insh
   State* st = static_cast<State*>(static_cast<StateBase*>(state_op));
   if (is_forward) {
     st->dtype = intypes[0];
-    if (st->kind == kRows) st->label_type = intypes[1];
+    if (st->kind != kL2Norm) st->label_type = intypes[1];
     st->ready = false;
-  } else if (num_in < 3 || intypes[st->kind == kRows ? 2 : 1] != st->dtype) {
+  } else if (num_in < 3 || intypes[st->kind == kL2Norm ? 1 : 2] != st->dtype) {
     return kMxFail;  // backward: the data input (logits / W) has the forward's type
   }
   if (st->dtype == kFloat32)

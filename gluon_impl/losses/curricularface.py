@@ -14,7 +14,9 @@ from .base import Loss, check_real, register_loss
 @register_loss("curricularface")
 class CurricularFace(Loss):
     """See ``pytorch_impl.losses.curricularface.CurricularFace``; ``t`` is a Parameter with
-    grad_req='null', advanced by ``step()`` outside the graph so it counts when hybridized."""
+    grad_req='null', advanced by ``step()`` outside the graph so it counts when hybridized.
+    The hard-negative rule is the ``hard`` argument of ``ops.margin_cross_entropy`` (the
+    fused ``curricular_lse_rows`` operator, or the same rule as graph operators)."""
 
     softmax_family = True
     normalize_weight = True
@@ -33,18 +35,13 @@ class CurricularFace(Loss):
 
     def hybrid_forward(self, F, x, labels, weight, t):
         s = self.scale
-        logits = F.FullyConnected(ops.l2_normalize(F, x) * s, ops.l2_normalize(F, weight),
-                                  no_bias=True, num_hidden=self.num_classes)  # s cos_j
-        cos_y = ops.clamp_st(F, ops.gather_target(F, logits, labels) / s, -1.0, 1.0)
-        target = s * arc_margin(F, cos_y, self.margin, easy_margin=False)
-        c = F.stop_gradient(cos_y)  # the hard-negative test has no gradient
-        sin = F.sqrt(F.maximum(1.0 - c * c, SIN_EPS))
-        threshold = s * (c * math.cos(self.margin) - sin * math.sin(self.margin))
-        hard = F.broadcast_greater(logits, F.reshape(threshold, shape=(-1, 1)))
-        curriculum = F.broadcast_add(logits / s, F.reshape(F.stop_gradient(t), shape=(1, 1)))
-        logits = F.where(hard, logits * curriculum, logits)
-        logits = ops.replace_target(F, logits, labels, target, self.num_classes)
-        return F.mean(-F.pick(F.log_softmax(logits, axis=1), labels, axis=1))
+        hard = (t, s, math.cos(self.margin), math.sin(self.margin), SIN_EPS)
+        return ops.margin_cross_entropy(F, ops.l2_normalize(F, x) * s, weight, labels, s, True,
+                                        lambda cos_y: self._target(F, cos_y),
+                                        self.num_classes, hard=hard)
+
+    def _target(self, F, cos_y):
+        return arc_margin(F, ops.clamp_st(F, cos_y, -1.0, 1.0), self.margin, easy_margin=False)
 
     def step(self, x, labels) -> None:
         from mxnet import nd

@@ -19,12 +19,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..sync_batchnorm import global_batch_norm, is_distributed
+
 
 class _MXBatchNorm:
     """Mixin holding the forward with MXNet's running-variance rule and fixed gamma."""
 
     def _setup(self, bn_mom: float, fix_gamma: bool) -> None:
         self.fix_gamma = fix_gamma
+        # a process group: train with the global batch's statistics (set by
+        # sync_batchnorm.convert_sync_batchnorm for data-parallel training)
+        self.sync_group = None
         if fix_gamma:
             nn.init.ones_(self.weight)
             self.weight.requires_grad_(False)
@@ -35,6 +40,15 @@ class _MXBatchNorm:
         if not self.training:
             return F.batch_norm(x, self.running_mean, self.running_var, weight, self.bias,
                                 False, 0.0, self.eps)
+        if self.sync_group is not None and is_distributed(self.sync_group):
+            out, mean, var, _ = global_batch_norm(x, weight, self.bias, self.eps,
+                                                  self.sync_group)
+            keep = 1.0 - self.momentum
+            with torch.no_grad():  # MXNet's rule: the biased variance
+                self.running_mean.mul_(keep).add_(mean, alpha=self.momentum)
+                self.running_var.mul_(keep).add_(var, alpha=self.momentum)
+                self.num_batches_tracked.add_(1)
+            return out
         # batch_norm updates a scratch copy: autograd keeps the running_var it was given.
         scratch = self.running_var.clone()
         out = F.batch_norm(x, self.running_mean, scratch, weight, self.bias,

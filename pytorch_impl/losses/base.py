@@ -99,7 +99,8 @@ class MarginSoftmax(Loss):
     (``normalize_weight``) or W, and r_i = ``scale`` (or |x_i| when the subclass uses the
     embedding norm, SphereFace). The target column alone becomes r_i * target_logit(cos_y),
     cos_y clamped to [-1, 1]; a subclass defines ``target_logit`` and nothing else.
-    The scale is applied on the B x D side, the head is ``ops.margin_cross_entropy``.
+    The scale is applied on the B x D side, the head is ``ops.margin_cross_entropy`` (which
+    also normalises the embeddings, ``embed_scale``).
     """
 
     normalize_weight = True
@@ -118,18 +119,19 @@ class MarginSoftmax(Loss):
         nn.init.normal_(self.weight, std=0.01)
 
     def compute(self, x, labels):
+        norm = ops.row_norm(x) if self.scale_by_norm or self.uses_norm else None
+        embed_scale = None
         if self.scale_by_norm:
-            xs, r = x, ops.row_norm(x)
-        elif self.normalize_embedding:
-            norm = ops.row_norm(x)
-            xs = x * (self.scale / norm)[:, None]
-            r = torch.full_like(norm, self.scale)
+            r = norm
+        elif self.normalize_embedding:  # x / |x| * s inside the fused head
+            r, embed_scale = torch.full_like(x[:, 0], self.scale), self.scale
         else:
-            xs, r = x, torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
+            r = torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
         hook = None if self.target_logit is None else self._clamped_hook
         weight = self.weight.to(x.dtype)
-        norm = ops.row_norm(x) if self.uses_norm else None
-        return ops.margin_cross_entropy(xs, weight, labels, r, self.normalize_weight, hook, norm)
+        return ops.margin_cross_entropy(x, weight, labels, r, self.normalize_weight, hook,
+                                        norm if self.uses_norm else None,
+                                        embed_scale=embed_scale)
 
     def _clamped_hook(self, cos_y, norm=None):
         if norm is None:

@@ -47,11 +47,10 @@ class CurricularFace(Loss):
 
     def compute(self, x, labels):
         s = self.scale
-        norm = ops.row_norm(x)
-        xs = x * (s / norm)[:, None]
         hard = (self.t.detach(), s, math.cos(self.margin), math.sin(self.margin), SIN_EPS)
-        return ops.margin_cross_entropy(xs, self.weight.to(x.dtype), labels,
-                                        torch.full_like(norm, s), True, self._target, hard=hard)
+        return ops.margin_cross_entropy(x, self.weight.to(x.dtype), labels,
+                                        torch.full_like(x[:, 0], s), True, self._target,
+                                        hard=hard, embed_scale=s)
 
     def _target(self, cos_y):
         return arc_margin(ops.clamp_st(cos_y, -1.0, 1.0), self.margin, easy_margin=False)
