@@ -77,6 +77,35 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dic
     return arrays, meta
 
 
+STATE_PARTS = ("backbone", "loss", "momentum", "lossstate")
+
+
+def split_state(arrays: dict[str, np.ndarray], expected) -> dict[str, dict[str, np.ndarray]]:
+    """A trainer's checkpoint arrays by part: {"backbone": {name: array}, "loss": ...,
+    "momentum": ..., "lossstate": ...}, names without the "<part>/" prefix.
+
+    ``expected``: the keys of the trainer's own ``state_arrays()``. Every one of them except the
+    momentum buffers (absent before the first step) must be present, and no backbone or loss
+    array the trainer lacks may be: both raise ValueError naming up to 8 keys. Every trainer
+    (both backends, single process, data- or model-parallel) loads through this.
+    """
+    expected = set(expected)
+    missing = sorted(k for k in expected - set(arrays) if not k.startswith("momentum/"))
+    if missing:
+        raise ValueError(f"checkpoint lacks {len(missing)} arrays: {missing[:8]}")
+    parts: dict[str, dict[str, np.ndarray]] = {part: {} for part in STATE_PARTS}
+    unexpected = []
+    for key, value in arrays.items():
+        part, _, name = key.partition("/")
+        if part not in parts or (part in ("backbone", "loss") and key not in expected):
+            unexpected.append(key)
+        else:
+            parts[part][name] = value
+    if unexpected:
+        raise ValueError(f"checkpoint has unexpected arrays: {sorted(unexpected)[:8]}")
+    return parts
+
+
 def _new_history() -> dict:
     return {
         "position": {"epoch": 0, "batch": 0, "step": 0},

@@ -24,6 +24,8 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon, nd
 
+from common.trainloop import split_state
+
 from .losses.base import load_loss_state, loss_state
 from .train import StepOutput, _named_trainable, class_logits
 
@@ -160,22 +162,12 @@ class DataParallelTrainer:
         return out
 
     def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        expected = {k for k in self.state_arrays() if not k.startswith("momentum/")}
-        missing = sorted(expected - set(arrays))
-        if missing:
-            raise ValueError(f"checkpoint lacks {len(missing)} arrays: {missing[:8]}")
-        for prefix, block in (("backbone/", self.backbone), ("loss/", self.loss)):
-            params = block._collect_params_with_prefix()
-            unexpected = sorted(k for k in arrays if k.startswith(prefix)
-                                and k[len(prefix):] not in params)
-            if unexpected:
-                raise ValueError(f"checkpoint has unexpected arrays: {unexpected[:8]}")
-            for k, p in params.items():
-                p.set_data(nd.array(arrays[prefix + k], dtype=p.dtype))
-        self.buffers = {k[len("momentum/"):]: [nd.array(v, dtype=v.dtype, ctx=c)
-                                               for c in self.contexts]
-                        for k, v in arrays.items() if k.startswith("momentum/")}
+        parts = split_state(arrays, self.state_arrays())
+        for part, block in (("backbone", self.backbone), ("loss", self.loss)):
+            for k, p in block._collect_params_with_prefix().items():
+                p.set_data(nd.array(parts[part][k], dtype=p.dtype))
+        self.buffers = {k: [nd.array(v, dtype=v.dtype, ctx=c) for c in self.contexts]
+                        for k, v in parts["momentum"].items()}
         with self.contexts[0]:
-            load_loss_state(self.loss, {k[len("lossstate/"):]: v for k, v in arrays.items()
-                                        if k.startswith("lossstate/")})
+            load_loss_state(self.loss, parts["lossstate"])
         self._sync_state()

@@ -16,6 +16,8 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd, nd
 
+from common.trainloop import split_state
+
 from .losses.base import load_loss_state, loss_state
 
 
@@ -136,20 +138,9 @@ class Trainer:
 
     def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         """Inverse of ``state_arrays``; a missing or unexpected key raises ValueError."""
-        expected = {k for k in self.state_arrays() if not k.startswith("momentum/")}
-        missing = sorted(expected - set(arrays))
-        if missing:
-            raise ValueError(f"checkpoint lacks {len(missing)} arrays: {missing[:8]}")
-        for prefix, block in (("backbone/", self.backbone), ("loss/", self.loss)):
-            params = block._collect_params_with_prefix()
-            unexpected = sorted(k for k in arrays if k.startswith(prefix)
-                                and k[len(prefix):] not in params)
-            if unexpected:
-                raise ValueError(f"checkpoint has unexpected arrays: {unexpected[:8]}")
-            for k, p in params.items():
-                p.set_data(nd.array(arrays[prefix + k], dtype=p.dtype))
-        self.buffers = {k[len("momentum/"):]: nd.array(v, dtype=v.dtype)
-                        for k, v in arrays.items() if k.startswith("momentum/")}
-        lstate = {k[len("lossstate/"):]: v for k, v in arrays.items()
-                  if k.startswith("lossstate/")}
-        load_loss_state(self.loss, lstate)
+        parts = split_state(arrays, self.state_arrays())
+        for part, block in (("backbone", self.backbone), ("loss", self.loss)):
+            for k, p in block._collect_params_with_prefix().items():
+                p.set_data(nd.array(parts[part][k], dtype=p.dtype))
+        self.buffers = {k: nd.array(v, dtype=v.dtype) for k, v in parts["momentum"].items()}
+        load_loss_state(self.loss, parts["lossstate"])

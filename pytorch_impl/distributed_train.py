@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from common.trainloop import split_state
+
 from .distributed import DistContext, gather_rows, gather_rows_nograd, wrap_ddp
 from .losses.base import JointLoss, MarginSoftmax, load_loss_state, loss_state
 from .partial_fc import PartialFC
@@ -155,20 +157,15 @@ class DistributedTrainer:
         return out
 
     def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        expected = {k for k in self.state_arrays() if not k.startswith("momentum/")}
-        missing = sorted(expected - set(arrays))
-        if missing:
-            raise ValueError(f"checkpoint lacks {len(missing)} arrays: {missing[:8]}")
-        for prefix, module in (("backbone/", self.net), ("loss/", self.loss)):
-            sd = {k[len(prefix):]: torch.from_numpy(np.array(v)).to(self.ctx.device)
-                  for k, v in arrays.items() if k.startswith(prefix)}
-            module.load_state_dict(sd, strict=True)
+        parts = split_state(arrays, self.state_arrays())
+        for part, module in (("backbone", self.net), ("loss", self.loss)):
+            module.load_state_dict({k: torch.from_numpy(np.array(v)).to(self.ctx.device)
+                                    for k, v in parts[part].items()}, strict=True)
         for name, p in self.named_params:
-            if f"momentum/{name}" in arrays:
+            if name in parts["momentum"]:
                 self.optimizer.state[p]["momentum_buffer"] = torch.from_numpy(
-                    np.array(arrays[f"momentum/{name}"])).to(self.ctx.device)
-        lstate = {k[len("lossstate/"):]: v for k, v in arrays.items()
-                  if k.startswith("lossstate/")}
+                    np.array(parts["momentum"][name])).to(self.ctx.device)
+        lstate = parts["lossstate"]
         for part in (self.loss.sharded and self.loss.sharded.head, self.loss.replicated):
             if part is not None:
                 load_loss_state(part, {k: lstate[k] for k in part.state_items()})

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from common.trainloop import split_state
+
 from .losses.base import load_loss_state, loss_state
 
 
@@ -135,19 +137,12 @@ class Trainer:
 
     def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         """Inverse of ``state_arrays``; a missing or unexpected key raises ValueError."""
-        expected = {k for k in self.state_arrays() if not k.startswith("momentum/")}
-        missing = sorted(expected - set(arrays))
-        if missing:
-            raise ValueError(f"checkpoint lacks {len(missing)} arrays: {missing[:8]}")
-        for prefix, module in (("backbone/", self.backbone), ("loss/", self.loss)):
-            sd = {k[len(prefix):]: torch.from_numpy(np.array(v))
-                  for k, v in arrays.items() if k.startswith(prefix)}
-            module.load_state_dict(sd, strict=True)
+        parts = split_state(arrays, self.state_arrays())
+        for part, module in (("backbone", self.backbone), ("loss", self.loss)):
+            module.load_state_dict({k: torch.from_numpy(np.array(v))
+                                    for k, v in parts[part].items()}, strict=True)
         for name, p in self.named_params:
-            key = f"momentum/{name}"
-            if key in arrays:
+            if name in parts["momentum"]:
                 self.optimizer.state[p]["momentum_buffer"] = torch.from_numpy(
-                    np.array(arrays[key]))
-        lstate = {k[len("lossstate/"):]: v for k, v in arrays.items()
-                  if k.startswith("lossstate/")}
-        load_loss_state(self.loss, lstate)
+                    np.array(parts["momentum"][name]))
+        load_loss_state(self.loss, parts["lossstate"])

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -147,3 +148,44 @@ def test_preflight_errors_come_before_training(tiny, tmp_path, capsys, monkeypat
     assert not (tiny / "full" / "results" / "tiny" / "cells").exists()
     assert main(args(tiny, "x", "--losses", "nosuchloss")) == 2
     assert "unknown loss(es) nosuchloss" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("backend", ["pytorch", "gluon"])
+def test_a_checkpoint_with_a_missing_or_an_extra_array_is_refused(backend):
+    """Both trainers load through ``common.trainloop.split_state``: an array missing or one
+    the trainer lacks raises ValueError naming it, and momentum may be absent (before step 1)."""
+    from common.trainloop import split_state
+
+    if backend == "pytorch":
+        import torch
+
+        from pytorch_impl.losses import build_loss
+        from pytorch_impl.train import Trainer
+        net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 4))
+        trainer = Trainer(net, build_loss("center", num_classes=3, embedding_size=4))
+    else:
+        from mxnet import gluon
+
+        from gluon_impl.losses import build_loss
+        from gluon_impl.train import Trainer
+        net = gluon.nn.HybridSequential()
+        net.add(gluon.nn.Flatten(), gluon.nn.Dense(4, in_units=12))
+        net.initialize()
+        loss = build_loss("center", num_classes=3, embedding_size=4)
+        loss.initialize()
+        trainer = Trainer(net, loss)
+    images = np.random.default_rng(0).normal(size=(4, 3, 2, 2)).astype(np.float32)
+    trainer.train_step(images, np.array([0, 1, 2, 0]))
+    arrays = trainer.state_arrays()
+    assert any(k.startswith("momentum/") for k in arrays)
+    parts = split_state(arrays, arrays)
+    assert "centers" in parts["lossstate"] and parts["backbone"] and parts["momentum"]
+    no_momentum = {k: v for k, v in arrays.items() if not k.startswith("momentum/")}
+    trainer.load_state_arrays(no_momentum)  # momentum may be absent
+    dropped = next(k for k in arrays if k.startswith("backbone/"))
+    with pytest.raises(ValueError, match="lacks 1 arrays.*" + re.escape(dropped)):
+        trainer.load_state_arrays({k: v for k, v in arrays.items() if k != dropped})
+    with pytest.raises(ValueError, match=r"unexpected arrays: \['backbone/extra'\]"):
+        trainer.load_state_arrays({**arrays, "backbone/extra": np.zeros(1)})
+    with pytest.raises(ValueError, match=r"unexpected arrays: \['optimizer/lr'\]"):
+        trainer.load_state_arrays({**arrays, "optimizer/lr": np.zeros(1)})
