@@ -25,6 +25,7 @@ import torch
 
 from common.trainloop import split_state
 
+from . import ops
 from .losses.base import load_loss_state, loss_state
 
 
@@ -92,7 +93,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         emb = self.backbone(x)
         # a diverged backbone stops here, before the loss's own input check raises
-        if not bool(torch.isfinite(emb).all()):
+        if not ops.all_finite(emb):
             return StepOutput(float("nan"), -1, 0.0)
         # the head runs on a detached copy so its time is measured alone; chaining its input
         # gradient into emb.backward gives exactly the gradient of the joint graph

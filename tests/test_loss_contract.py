@@ -223,3 +223,24 @@ def test_fused_head_refuses_a_second_backward():
     value.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="backward through the same graph twice"):
         value.backward()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_all_finite_finds_every_nan_and_inf(dtype):
+    """The input check's one-pass test (``ops.all_finite``, aminmax) against isfinite, with the
+    bad value at every position, and finite extremes that a sum would overflow."""
+    from pytorch_impl import ops
+
+    x = torch.randn(5, 7, dtype=dtype)
+    assert ops.all_finite(x) and ops.all_finite(x[:0])
+    huge = torch.full((3, 4), torch.finfo(dtype).max, dtype=dtype)
+    huge[1] *= -1
+    assert ops.all_finite(huge)
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        for i in range(x.numel()):
+            y = x.clone().view(-1)
+            y[i] = bad
+            assert not ops.all_finite(y.view(5, 7)), (bad, i)
+    big = torch.randn(256, 512, dtype=dtype)
+    big[255, 511] = float("nan")  # the tail a vectorised reduction handles apart
+    assert not ops.all_finite(big)

@@ -68,11 +68,11 @@ class Loss(nn.Module):
                              f"got {shape}")
         if x.shape[0] == 0:
             raise ValueError(f"{owner}: the batch is empty")
-        lo, hi = int(labels.min()), int(labels.max())
+        lo, hi = (int(v) for v in torch.aminmax(labels))
         if lo < 0 or hi >= self.num_classes:
             raise ValueError(f"{owner}: labels must be in [0, {self.num_classes}), "
                              f"got values in [{lo}, {hi}]")
-        if not bool(torch.isfinite(x).all()):
+        if not ops.all_finite(x):
             raise ValueError(f"{owner}: embeddings contain NaN or Inf")
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
