@@ -1,7 +1,7 @@
 """The margin cross-entropy's row-pass operators (``gluon_impl/csrc/fused_margin_ce.cc``).
 
-Built with the system C++ compiler on first use into a cache folder keyed by a hash of the
-source, the build flags, the MXNet version and the CPU, then loaded with
+Built with the system C++ compiler on first use (``common.native``: a cache folder keyed by a
+hash of the source, the build flags, the MXNet version and the CPU), then loaded with
 ``mx.library.load``; it registers ``F.margin_lse_rows`` (the non-target logsumexp and the
 target logit of a logits matrix, with a one-pass backward) and ``F.l2norm_rows`` (W/|W| by
 rows, with a one-pass backward) and ``F.curricular_lse_rows`` (``margin_lse_rows`` with
@@ -13,64 +13,22 @@ MXNet sees no GPU; ``FACELOSSES_FUSED=0`` turns it off, ``FACELOSSES_FUSED=1`` o
 on CPU contexts) where MXNet sees a GPU. ``available()`` is False when it is off, or, with a
 warning that says why, when there is no compiler or the build or the load fails; callers
 then use the pure-Gluon graph (``ops.margin_cross_entropy_graph``), the same maths
-(tests/test_gluon_fused.py). Cache: ``$FACELOSSES_CACHE``, else ``$XDG_CACHE_HOME/facelosses``, else
-``~/.cache/facelosses``; the compiler: ``$CXX``, else ``g++``.
+(tests/test_gluon_fused.py). Cache folder and compiler: see ``common.native``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import platform
-import shutil
-import subprocess
-import tempfile
 import threading
 import warnings
 from pathlib import Path
 
+from common import native
+
 SOURCE = Path(__file__).resolve().parent / "csrc" / "fused_margin_ce.cc"
-# no -ffast-math: NaN and inf keep their meaning; -fopenmp-simd only honours the source's
-# `omp simd` reductions (no OpenMP runtime)
-FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-fPIC",
-         "-shared", "-std=c++17")
 OPS = ("margin_lse_rows", "l2norm_rows", "curricular_lse_rows")
 _LOCK = threading.Lock()
 _STATE: dict = {"done": False, "ok": False, "reason": ""}
-
-
-def _cache_dir() -> Path:
-    if os.environ.get("FACELOSSES_CACHE"):
-        return Path(os.environ["FACELOSSES_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "facelosses"
-
-
-def _cpu_signature() -> str:
-    """-march=native code runs only where it was built: key the cache by the CPU's flags."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    return line
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _build(compiler: str, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
-    os.close(fd)
-    cmd = [compiler, *FLAGS, str(SOURCE), "-o", tmp]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr.strip()[-2000:]}")
-        os.replace(tmp, out)  # atomic: concurrent builders each write their own temp file
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _load() -> None:
@@ -87,16 +45,7 @@ def _load() -> None:
     if all(hasattr(mx.nd, op) for op in OPS):  # loaded already: MXNet refuses a second one
         return
     mx_dir = Path(mx.__file__).resolve().parent
-    compiler = os.environ.get("CXX") or "g++"
-    if shutil.which(compiler) is None:
-        raise RuntimeError(f"no C++ compiler ({compiler!r} not found; set CXX)")
-    key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), " ".join(FLAGS).encode(), mx.__version__.encode(),
-                 str(mx_dir).encode(), _cpu_signature().encode()):
-        key.update(part)
-    lib = _cache_dir() / f"fused_margin_ce-{key.hexdigest()[:16]}.so"
-    if not lib.exists():  # builds of other sources stay: checkouts may share the cache
-        _build(compiler, lib)
+    lib = native.build(SOURCE, (mx.__version__.encode(), str(mx_dir).encode()))
     mx.library.load(str(lib), verbose=False)
     missing = [op for op in OPS if not (hasattr(mx.nd, op) and hasattr(mx.sym, op))]
     if missing:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from . import native
+
 NORM_EPS_SQ = 1e-24  # |x| = sqrt(sum x^2 + 1e-24): finite gradient at x = 0 (as Gluon's)
 
 
@@ -75,10 +77,11 @@ class _MarginCrossEntropy(torch.autograd.Function):
 
     ``hard`` = (t, s, cos m, sin m, eps) adds CurricularFace's rule on the non-target logits:
     z_ij (= s cos_j) above s cos(theta_y + m), with sin theta_y = sqrt(max(1 - cos^2, eps)),
-    becomes z_ij (t + z_ij / s). It costs a multiplier
-    matrix M (1 where the rule does not apply) and a mask: z *= M forward, and the gradient is
-    multiplied by dz'/dz = 2 M - t where the rule applies (t + 2 z / s), before the target
-    column is written, as in the unfused formula.
+    becomes z_ij (t + z_ij / s), and the gradient is multiplied by dz'/dz (t + 2 z / s where
+    the rule applies, else 1) before the target column is written, as in the unfused formula.
+    On CPU the C++ pass of ``native.curricular_rule`` does it (one pass forward, writing
+    dz'/dz, one product backward); otherwise torch operations: a multiplier matrix M and a
+    mask, z *= M forward, dz'/dz = 2 M - t where the rule applies.
 
     ``embed_scale`` = s: ``xs`` is the raw embedding x and the head uses s x / |x| (the
     normalised, scaled embedding of NormFace and its margins) without autograd nodes of its own:
@@ -108,10 +111,16 @@ class _MarginCrossEntropy(torch.autograd.Function):
             t, s, cos_m, sin_m, sin_eps = hard
             c = torch.clamp(z_y / s, -1.0, 1.0)
             sin = torch.sqrt(torch.clamp_min(1.0 - c * c, sin_eps))
-            keep = logits <= (s * (c * cos_m - sin * sin_m))[:, None]
-            mult = torch.add(t.to(logits.dtype), logits, alpha=1.0 / s).masked_fill_(keep, 1.0)
-            logits.mul_(mult)
-            ctx.hard = (t.to(logits.dtype), keep, mult)
+            threshold = s * (c * cos_m - sin * sin_m)
+            deriv = native.curricular_rule(logits, threshold, s, float(t))  # one C++ pass
+            if deriv is not None:
+                ctx.hard = (deriv,)
+            else:
+                keep = logits <= threshold[:, None]
+                mult = torch.add(t.to(logits.dtype), logits, alpha=1.0 / s).masked_fill_(keep,
+                                                                                         1.0)
+                logits.mul_(mult)
+                ctx.hard = (t.to(logits.dtype), keep, mult)
         graph = None
         if hook is None:
             target = z_y
@@ -164,9 +173,12 @@ class _MarginCrossEntropy(torch.autograd.Function):
         # G = diag(row_factor) exp diag(n), target entry grad_t n_y / B: stored pre-divided by S
         grad = exp
         if ctx.hard is not None:
-            t, keep, mult = ctx.hard
+            if len(ctx.hard) == 1:  # the kernel's dz'/dz
+                grad.mul_(ctx.hard[0])
+            else:
+                t, keep, mult = ctx.hard
+                grad.mul_(mult.mul_(2.0).sub_(t).masked_fill_(keep, 1.0))
             ctx.hard = None
-            grad.mul_(mult.mul_(2.0).sub_(t).masked_fill_(keep, 1.0))
         if ctx.normalize_weight:
             grad.mul_(inv_norm)
             grad.scatter_(1, col, (grad_t * sum_exp * inv_norm[labels])[:, None])

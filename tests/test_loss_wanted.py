@@ -5,6 +5,7 @@ CurricularFace's running t (``step()``) against the oracle's update in both back
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from loss_backends import (
     gluon_eval,
@@ -91,26 +92,62 @@ def curricular_unfused(loss, x, labels):
     return (torch.logsumexp(logits, dim=1) - target).mean()
 
 
-def test_curricularface_fused_head_equals_the_unfused_formula():
-    """The fused torch head takes the hard-negative rule inside (``ops.margin_cross_entropy``
-    ``hard=``); it must equal the plain autograd formula it replaced."""
+def _curricular_problems(dtype):
     gen = torch.Generator().manual_seed(3)
     for trial in range(12):
         c, b = (2, 7, 40)[trial % 3], (1, 5, 16)[trial % 3]
         loss = TL.build_loss("curricularface", num_classes=c, embedding_size=6,
-                             margin=(0.2, 0.5, 1.2)[trial % 3]).double()
+                             margin=(0.2, 0.5, 1.2)[trial % 3]).to(dtype)
         loss.t.fill_((0.0, 0.4, 0.95, -0.3)[trial % 4])
         with torch.no_grad():
-            loss.weight.copy_(torch.randn(c, 6, generator=gen, dtype=torch.float64))
-        x = torch.randn(b, 6, generator=gen, dtype=torch.float64, requires_grad=True)
-        y = torch.randint(0, c, (b,), generator=gen)
-        got = loss(x, y)
-        gx, gw = torch.autograd.grad(got, (x, loss.weight))
-        want = curricular_unfused(loss, x, y)
-        wx, ww = torch.autograd.grad(want, (x, loss.weight))
-        np.testing.assert_allclose(got.item(), want.item(), rtol=1e-12)
-        # a saturated softmax (p_y ~ 1 at s=64) leaves gradients that are differences of
-        # near-equal terms: compare them on the scale of the largest entry
-        for g, w in ((gx, wx), (gw, ww)):
-            scale = float(w.abs().max())
-            np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-10, atol=1e-10 * scale)
+            loss.weight.copy_(torch.randn(c, 6, generator=gen, dtype=dtype))
+        x = torch.randn(b, 6, generator=gen, dtype=dtype, requires_grad=True)
+        yield loss, x, torch.randint(0, c, (b,), generator=gen)
+
+
+def _value_and_grads(fn, loss, x, y):
+    value = fn(loss, x, y)
+    return (value.item(), *torch.autograd.grad(value, (x, loss.weight)))
+
+
+def _assert_grads_close(got, want, tol):
+    # a saturated softmax (p_y ~ 1 at s=64) leaves gradients that are differences of
+    # near-equal terms: compare them on the scale of the largest entry
+    for g, w in zip(got, want):
+        scale = float(w.abs().max())
+        np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=tol, atol=tol * scale)
+
+
+@pytest.mark.parametrize("path", ["kernel", "torch ops"])
+def test_curricularface_fused_head_equals_the_unfused_formula(path, monkeypatch):
+    """The fused torch head takes the hard-negative rule inside (``ops.margin_cross_entropy``
+    ``hard=``), by the C++ pass of ``pytorch_impl.native`` on CPU or by torch operations where
+    it does not apply; either must equal the plain autograd formula it replaced (float64)."""
+    from pytorch_impl import native
+
+    if path == "kernel":
+        assert native.available(), native._STATE["reason"]
+    else:
+        monkeypatch.setattr(native, "curricular_rule", lambda *args: None)
+    for loss, x, y in _curricular_problems(torch.float64):
+        got = _value_and_grads(lambda lo, a, b: lo(a, b), loss, x, y)
+        want = _value_and_grads(curricular_unfused, loss, x, y)
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-12)
+        _assert_grads_close(got[1:], want[1:], 1e-10)
+
+
+def test_curricularface_kernel_equals_the_torch_ops_in_float32(monkeypatch):
+    """float32: the C++ pass and the torch operations agree to 1e-5 (they differ only by z / s
+    against z * (1/s)); each against the float64-exact unfused formula float32 cancellation
+    alone moves the saturated gradients by ~1e-4 of their scale."""
+    from pytorch_impl import native
+
+    assert native.available(), native._STATE["reason"]
+    kernel = native.curricular_rule
+    for loss, x, y in _curricular_problems(torch.float32):
+        got = _value_and_grads(lambda lo, a, b: lo(a, b), loss, x, y)
+        monkeypatch.setattr(native, "curricular_rule", lambda *args: None)
+        want = _value_and_grads(lambda lo, a, b: lo(a, b), loss, x, y)
+        monkeypatch.setattr(native, "curricular_rule", kernel)
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
+        _assert_grads_close(got[1:], want[1:], 1e-5)
