@@ -123,68 +123,14 @@ T* grow(std::vector<char>* buf, int64_t n) {
   return reinterpret_cast<T*>(buf->data());
 }
 
-template <typename T>
-int rows_forward(State* st, const T* L, T* lse, T* zy, int64_t B, int64_t C) {
+// The non-target logsumexp of every row, kRule: of the logits under CurricularFace's rule
+// (curricular_lse_rows), else of the logits themselves (margin_lse_rows). Keeps the row max,
+// the row sum and (kRule) the row's threshold for the backward; no B x C buffer.
+template <typename T, bool kRule>
+int lse_forward(State* st, const T* L, T t, T* lse, T* zy, int64_t B, int64_t C) {
   T* mxs = grow<T>(&st->row_max, B);
   T* sums = grow<T>(&st->row_sum, B);
-  st->rows = B;
-  st->cols = C;
-  for (int64_t i = 0; i < B; ++i) {
-    const T* row = L + i * C;
-    const int64_t y = st->label[i];
-    zy[i] = row[y];
-    if (C == 1) {  // no other column: R = -inf, nothing flows back through it
-      mxs[i] = 0;
-      sums[i] = 0;
-      lse[i] = -std::numeric_limits<T>::infinity();
-      continue;
-    }
-    // the non-target columns are [0, y) and (y, C)
-    T mx = row[y == 0 ? 1 : 0];
-#pragma omp simd reduction(max : mx)
-    for (int64_t j = 0; j < y; ++j) mx = row[j] > mx ? row[j] : mx;
-#pragma omp simd reduction(max : mx)
-    for (int64_t j = y + 1; j < C; ++j) mx = row[j] > mx ? row[j] : mx;
-    T s = 0;
-#pragma omp simd reduction(+ : s)
-    for (int64_t j = 0; j < y; ++j) s += std::exp(row[j] - mx);
-#pragma omp simd reduction(+ : s)
-    for (int64_t j = y + 1; j < C; ++j) s += std::exp(row[j] - mx);
-    mxs[i] = mx;
-    sums[i] = s;
-    lse[i] = mx + std::log(s);
-  }
-  st->ready = true;
-  return kMxSuccess;
-}
-
-template <typename T>
-int rows_backward(State* st, const T* grad_lse, const T* grad_zy, const T* L, T* gL,
-                  int64_t B, int64_t C) {
-  if (!st->ready || st->rows != B || st->cols != C) return kMxFail;
-  const T* mxs = reinterpret_cast<const T*>(st->row_max.data());
-  const T* sums = reinterpret_cast<const T*>(st->row_sum.data());
-  for (int64_t i = 0; i < B; ++i) {
-    const T* __restrict row = L + i * C;
-    T* __restrict g = gL + i * C;
-    const int64_t y = st->label[i];
-    const T factor = sums[i] > 0 ? grad_lse[i] / sums[i] : T(0);
-    const T mx = mxs[i];
-    // the target's exp is never taken: z_y may lie far above the others' max
-#pragma omp simd
-    for (int64_t j = 0; j < y; ++j) g[j] = factor * std::exp(row[j] - mx);
-#pragma omp simd
-    for (int64_t j = y + 1; j < C; ++j) g[j] = factor * std::exp(row[j] - mx);
-    g[y] = grad_zy[i];
-  }
-  return kMxSuccess;
-}
-
-template <typename T>
-int hard_forward(State* st, const T* L, T t, T* lse, T* zy, int64_t B, int64_t C) {
-  T* mxs = grow<T>(&st->row_max, B);
-  T* sums = grow<T>(&st->row_sum, B);
-  T* thrs = grow<T>(&st->threshold, B);
+  T* thrs = kRule ? grow<T>(&st->threshold, B) : nullptr;
   const T s = static_cast<T>(st->hard_attr[0]), cos_m = static_cast<T>(st->hard_attr[1]);
   const T sin_m = static_cast<T>(st->hard_attr[2]), eps = static_cast<T>(st->hard_attr[3]);
   st->rows = B;
@@ -194,34 +140,34 @@ int hard_forward(State* st, const T* L, T t, T* lse, T* zy, int64_t B, int64_t C
     const T* row = L + i * C;
     const int64_t y = st->label[i];
     zy[i] = row[y];
-    T c = row[y] / s;
-    c = c < T(-1) ? T(-1) : (c > T(1) ? T(1) : c);
-    const T sq = T(1) - c * c;
-    const T sin = std::sqrt(sq > eps ? sq : eps);
-    const T thr = s * (c * cos_m - sin * sin_m);
-    thrs[i] = thr;
-    if (C == 1) {
+    T thr = 0;
+    if constexpr (kRule) {  // s cos(theta_y + m), as the graph computes it
+      T c = row[y] / s;
+      c = c < T(-1) ? T(-1) : (c > T(1) ? T(1) : c);
+      const T sq = T(1) - c * c;
+      const T sin = std::sqrt(sq > eps ? sq : eps);
+      thr = s * (c * cos_m - sin * sin_m);
+      thrs[i] = thr;
+    }
+    // the logit as the softmax sees it (the rule applied or not)
+    auto z = [&](int64_t j) { return kRule ? ruled<T>(row[j], thr, s, t) : row[j]; };
+    if (C == 1) {  // no other column: R = -inf, nothing flows back through it
       mxs[i] = 0;
       sums[i] = 0;
       lse[i] = -std::numeric_limits<T>::infinity();
       continue;
     }
-    T mx = ruled<T>(row[y == 0 ? 1 : 0], thr, s, t);
+    // the non-target columns are [0, y) and (y, C)
+    T mx = z(y == 0 ? 1 : 0);
 #pragma omp simd reduction(max : mx)
-    for (int64_t j = 0; j < y; ++j) {
-      const T v = ruled<T>(row[j], thr, s, t);
-      mx = v > mx ? v : mx;
-    }
+    for (int64_t j = 0; j < y; ++j) mx = z(j) > mx ? z(j) : mx;
 #pragma omp simd reduction(max : mx)
-    for (int64_t j = y + 1; j < C; ++j) {
-      const T v = ruled<T>(row[j], thr, s, t);
-      mx = v > mx ? v : mx;
-    }
+    for (int64_t j = y + 1; j < C; ++j) mx = z(j) > mx ? z(j) : mx;
     T sum = 0;
 #pragma omp simd reduction(+ : sum)
-    for (int64_t j = 0; j < y; ++j) sum += std::exp(ruled<T>(row[j], thr, s, t) - mx);
+    for (int64_t j = 0; j < y; ++j) sum += std::exp(z(j) - mx);
 #pragma omp simd reduction(+ : sum)
-    for (int64_t j = y + 1; j < C; ++j) sum += std::exp(ruled<T>(row[j], thr, s, t) - mx);
+    for (int64_t j = y + 1; j < C; ++j) sum += std::exp(z(j) - mx);
     mxs[i] = mx;
     sums[i] = sum;
     lse[i] = mx + std::log(sum);
@@ -230,9 +176,10 @@ int hard_forward(State* st, const T* L, T t, T* lse, T* zy, int64_t B, int64_t C
   return kMxSuccess;
 }
 
-template <typename T>
-int hard_backward(State* st, const T* grad_lse, const T* grad_zy, const T* L, T* gL,
-                  int64_t B, int64_t C) {
+// G_ij = gR_i exp(z_ij - m_i) / S_i (times dz'/dz under the rule), G_iy = gz_i: one pass
+template <typename T, bool kRule>
+int lse_backward(State* st, const T* grad_lse, const T* grad_zy, const T* L, T* gL,
+                 int64_t B, int64_t C) {
   if (!st->ready || st->rows != B || st->cols != C) return kMxFail;
   const T* mxs = reinterpret_cast<const T*>(st->row_max.data());
   const T* sums = reinterpret_cast<const T*>(st->row_sum.data());
@@ -243,15 +190,18 @@ int hard_backward(State* st, const T* grad_lse, const T* grad_zy, const T* L, T*
     T* __restrict g = gL + i * C;
     const int64_t y = st->label[i];
     const T factor = sums[i] > 0 ? grad_lse[i] / sums[i] : T(0);
-    const T mx = mxs[i], thr = thrs[i];
+    const T mx = mxs[i], thr = kRule ? thrs[i] : T(0);
+    auto grad = [&](int64_t j) {
+      if constexpr (kRule)
+        return factor * std::exp(ruled<T>(row[j], thr, s, t) - mx) *
+               ruled_grad<T>(row[j], thr, s, t);
+      return factor * std::exp(row[j] - mx);
+    };
+    // the target's exp is never taken: z_y may lie far above the others' max
 #pragma omp simd
-    for (int64_t j = 0; j < y; ++j)
-      g[j] = factor * std::exp(ruled<T>(row[j], thr, s, t) - mx) *
-             ruled_grad<T>(row[j], thr, s, t);
+    for (int64_t j = 0; j < y; ++j) g[j] = grad(j);
 #pragma omp simd
-    for (int64_t j = y + 1; j < C; ++j)
-      g[j] = factor * std::exp(ruled<T>(row[j], thr, s, t) - mx) *
-             ruled_grad<T>(row[j], thr, s, t);
+    for (int64_t j = y + 1; j < C; ++j) g[j] = grad(j);
     g[y] = grad_zy[i];
   }
   return kMxSuccess;
@@ -352,27 +302,27 @@ int compute(State* st, int is_forward, const int64_t** inshapes, int* indims, vo
       if (num_in != 2 || num_out != 2 || indims[0] != 2) return kMxFail;
       const int64_t B = inshapes[0][0], C = inshapes[0][1];
       if (!read_labels(st, indata[1], st->label_type, B, C)) return kMxFail;
-      return rows_forward<T>(st, in(0), out(0), out(1), B, C);
+      return lse_forward<T, false>(st, in(0), T(0), out(0), out(1), B, C);
     }
     // backward inputs: grad R, grad z_y, logits, labels, R, z_y; outputs: grads of the inputs
     if (num_in != 6 || num_out != 2 || indims[2] != 2 || !outdata[0]) return kMxFail;
     const int64_t B = inshapes[2][0], C = inshapes[2][1];
     zero_grad(outdata[1], outtypes[1], B);  // labels get no gradient
-    return rows_backward<T>(st, in(0), in(1), in(2), out(0), B, C);
+    return lse_backward<T, false>(st, in(0), in(1), in(2), out(0), B, C);
   }
   if (st->kind == kHard) {
     if (is_forward) {  // inputs: logits, labels, t; outputs: R, z_y
       if (num_in != 3 || num_out != 2 || indims[0] != 2) return kMxFail;
       const int64_t B = inshapes[0][0], C = inshapes[0][1];
       if (!read_labels(st, indata[1], st->label_type, B, C)) return kMxFail;
-      return hard_forward<T>(st, in(0), in(2)[0], out(0), out(1), B, C);
+      return lse_forward<T, true>(st, in(0), in(2)[0], out(0), out(1), B, C);
     }
     // backward inputs: grad R, grad z_y, logits, labels, t, R, z_y; outputs: grads of inputs
     if (num_in != 7 || num_out != 3 || indims[2] != 2 || !outdata[0]) return kMxFail;
     const int64_t B = inshapes[2][0], C = inshapes[2][1];
     zero_grad(outdata[1], outtypes[1], B);
     zero_grad(outdata[2], outtypes[2], 1);  // the rule is a step in t: no gradient
-    return hard_backward<T>(st, in(0), in(1), in(2), out(0), B, C);
+    return lse_backward<T, true>(st, in(0), in(1), in(2), out(0), B, C);
   }
   // l2norm_rows: forward W -> W'; backward inputs: grad W', W, W'; output: grad W
   const int w = is_forward ? 0 : 1;
