@@ -24,8 +24,8 @@ from torch import nn
 from common.trainloop import split_state
 
 from .distributed import DistContext, gather_rows, gather_rows_nograd, wrap_ddp
-from .losses.base import JointLoss, MarginSoftmax, load_loss_state, loss_state
-from .partial_fc import PartialFC
+from .losses.base import JointLoss, load_loss_state, loss_state
+from .partial_fc import PartialFC, shardable
 from .sync_batchnorm import convert_sync_batchnorm
 from .train import StepOutput, class_logits
 
@@ -45,7 +45,7 @@ class DistributedHead(nn.Module):
         self.sharded = None
         self.replicated = loss
         self.lambda_ = 1.0
-        if isinstance(base, MarginSoftmax) and base.softmax_family:
+        if shardable(base):
             self.sharded = PartialFC(base, sample_rate=sample_rate, seed=seed, group=group)
             self.replicated = loss.aux if isinstance(loss, JointLoss) else None
             self.lambda_ = loss.lambda_ if isinstance(loss, JointLoss) else 1.0

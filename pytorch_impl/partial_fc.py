@@ -12,7 +12,12 @@ all-reduced (SUM, one owner per row). The result is the mean over the *global* b
 every rank, and in exact mode (``sample_rate=1``) equal in value and gradient to the
 single-process ``MarginSoftmax`` head. Any registered softmax-family loss works unchanged: the
 head reads ``normalize_weight``, ``normalize_embedding``, ``scale_by_norm``, ``scale`` and
-``target_logit`` from a loss built for the shard's classes; no per-loss code here.
+``target_logit`` from a loss built for the shard's classes; no per-loss code here. The two
+softmax-family losses that are not ``MarginSoftmax`` (Sub-center ArcFace: K weight rows per
+class; CurricularFace: a rule on the non-target logits) say how they differ through
+``scaled_class_logits`` (and ``rows_per_class``), ``target_logit``, ``negative_rule`` and
+``advance``; their shard runs as autograd operations (``_sharded_ce``), with one more
+all-reduce (every row's target logit, which the rule's threshold needs).
 
 Negative-class sampling (``sample_rate`` r < 1, Partial FC's "PFC-r"): each rank keeps every
 class of its shard that is a label in the global batch (the positives) plus random other
@@ -55,6 +60,53 @@ def _all_reduce(t: torch.Tensor, op, group) -> None:
     """In-place all-reduce; without a process group (one rank holds every class) a no-op."""
     if dist.is_initialized():
         dist.all_reduce(t, op=op, group=group)
+
+
+def shardable(loss) -> bool:
+    """A softmax-family loss that ``PartialFC`` can shard (see the module docstring)."""
+    return getattr(loss, "softmax_family", False) and (
+        isinstance(loss, MarginSoftmax) or hasattr(loss, "scaled_class_logits"))
+
+
+class _SumOverRanks(torch.autograd.Function):
+    """Sum of a tensor over the ranks; backward passes the gradient through unchanged: every
+    rank computes the same global loss from the sum, so the gradient of its own part is the
+    gradient of the sum."""
+
+    @staticmethod
+    def forward(ctx, t, group):
+        out = t.clone()
+        _all_reduce(out, dist.ReduceOp.SUM, group)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
+def _sharded_ce(head, x_all, weight, local_labels, group):
+    """Global mean CE of a shard for the losses with ``scaled_class_logits`` (autograd).
+
+    The target logit of each row comes from its owner (a sum over ranks of the owners' values),
+    so ``target_logit`` and ``negative_rule`` see every row on every rank; the target column is
+    replaced on the owner only, the row max and the row sum of exp are all-reduced.
+    """
+    s = head.scale
+    logits = head.scaled_class_logits(x_all, weight)
+    mine = torch.nonzero(local_labels >= 0)[:, 0]
+    cols = local_labels[mine]
+    z = torch.zeros(x_all.shape[0], dtype=logits.dtype, device=logits.device)
+    z = _SumOverRanks.apply(z.index_put((mine,), logits[mine, cols]), group)
+    target = s * head.target_logit(z / s)
+    rule = getattr(head, "negative_rule", None)
+    if rule is not None:
+        logits = rule(logits, z / s)
+    logits = logits.index_put((mine, cols), target[mine])
+    row_max = (logits.detach().amax(dim=1) if logits.shape[1]
+               else torch.full_like(z, -math.inf).detach())
+    _all_reduce(row_max, dist.ReduceOp.MAX, group)
+    sum_exp = _SumOverRanks.apply(torch.exp(logits - row_max[:, None]).sum(dim=1), group)
+    return (torch.log(sum_exp) + row_max - target).mean()
 
 
 class _ShardedMarginCE(torch.autograd.Function):
@@ -160,7 +212,7 @@ class PartialFC(nn.Module):
         self.sample_rate = check_real("PartialFC", "sample_rate", sample_rate, 0.0, 1.0,
                                       lo_open=True)
         self.seed = int(seed)
-        if isinstance(loss, MarginSoftmax):
+        if not isinstance(loss, str) and shardable(loss):
             full = loss
             num_classes, embedding_size = full.num_classes, full.embedding_size
             name = full.registered_name
@@ -168,15 +220,14 @@ class PartialFC(nn.Module):
             full, name = None, loss
         else:
             raise ValueError(f"PartialFC: argument 'loss' must be a loss name or a "
-                             f"MarginSoftmax, got {type(loss).__name__}")
+                             f"softmax-family margin loss, got {type(loss).__name__}")
         self.num_classes = check_int("PartialFC", "num_classes", num_classes, self.world_size,
                                      2**31 - 1)
         self.start, self.end = shard_bounds(self.num_classes, self.world_size, self.rank)
         if full is None:
             shard = build_loss(name, num_classes=self.end - self.start,
                                embedding_size=embedding_size, **hyperparams)
-            if not getattr(shard, "softmax_family", False) or not isinstance(shard,
-                                                                             MarginSoftmax):
+            if not shardable(shard):
                 raise ValueError(f"PartialFC: loss {name!r} is not a softmax-family margin loss")
             gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.rank)
             with torch.no_grad():  # each rank its own stream: shards differ, runs repeat
@@ -185,19 +236,21 @@ class PartialFC(nn.Module):
             kw = {k: getattr(full, k) for k in type(full).hyperparameters()}
             shard = type(full)(num_classes=self.end - self.start,
                                embedding_size=embedding_size, **kw).to(full.weight.dtype)
+            k = getattr(full, "rows_per_class", 1)
             with torch.no_grad():
-                shard.weight.copy_(full.weight[self.start: self.end])
+                shard.weight.copy_(full.weight[self.start * k: self.end * k])
                 for key in shard.state_names:
                     if key != "weight":
                         getattr(shard, key).copy_(getattr(full, key))
-        if shard.weight.shape[0] != self.end - self.start:
+        self.rows_per_class = getattr(shard, "rows_per_class", 1)
+        if shard.weight.shape[0] != (self.end - self.start) * self.rows_per_class:
             raise ValueError(f"PartialFC: loss {name!r} keeps {shard.weight.shape[0]} weight rows "
-                             f"for {self.end - self.start} classes; only one row per class "
-                             "can be sharded")
+                             f"for {self.end - self.start} classes; expected "
+                             f"{self.rows_per_class} per class")
         # a loss whose compute() adds terms beyond the CE: a one-class copy isolates them
         # (kept out of the module tree: no parameters, no state_dict entry)
         probe = None
-        if type(shard).compute is not MarginSoftmax.compute:
+        if isinstance(shard, MarginSoftmax) and type(shard).compute is not MarginSoftmax.compute:
             kw = {k: getattr(shard, k) for k in type(shard).hyperparameters()}
             probe = type(shard)(num_classes=1, embedding_size=shard.embedding_size, **kw)
             probe = probe.to(shard.weight.dtype).requires_grad_(False)
@@ -253,8 +306,12 @@ class PartialFC(nn.Module):
             index, local_labels = self.sample(labels_all)
             self.last_index = index
             weight = self.weight.to(dtype)
-            if len(index) < weight.shape[0]:
-                weight = weight.index_select(0, index)
+            k = self.rows_per_class
+            if len(index) * k < weight.shape[0]:  # the kept classes' rows (K each, class-major)
+                weight = weight.reshape(-1, k, weight.shape[1]).index_select(0, index).reshape(
+                    -1, weight.shape[1])
+            if not isinstance(self.head, MarginSoftmax):
+                return _sharded_ce(self.head, x_all, weight, local_labels, self.group)
             xs, r, norm = _scaled_inputs(self.head, x_all)
             hook = None if self.head.target_logit is None else self.head._clamped_hook
             value = _ShardedMarginCE.apply(xs, weight, local_labels, r,
@@ -273,9 +330,19 @@ class PartialFC(nn.Module):
     @torch.no_grad()
     def step(self, x: torch.Tensor, labels: torch.Tensor) -> None:
         """Advance the loss's training state like ``Loss.step``, from the global batch (every
-        rank the same: SphereFace's iteration, AdaFace's norm statistics)."""
-        self.head.step(gather_rows_nograd(x, self.group), gather_rows_nograd(labels,
-                                                                            self.group))
+        rank the same: SphereFace's iteration, AdaFace's norm statistics; CurricularFace's t
+        from the target cosines, each computed by the rank that owns the label)."""
+        x_all = gather_rows_nograd(x, self.group)
+        labels_all = gather_rows_nograd(labels.long(), self.group)
+        if not hasattr(self.head, "advance"):
+            self.head.step(x_all, labels_all)
+            return
+        owned = (labels_all >= self.start) & (labels_all < self.end)
+        cos_y = torch.zeros(x_all.shape[0], dtype=self.weight.dtype, device=x_all.device)
+        rows = ops.l2_normalize(self.weight.to(cos_y.dtype))[labels_all[owned] - self.start]
+        cos_y[owned] = (ops.l2_normalize(x_all[owned].to(cos_y.dtype)) * rows).sum(dim=1)
+        _all_reduce(cos_y, dist.ReduceOp.SUM, self.group)
+        self.head.advance(cos_y)
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
@@ -285,7 +352,10 @@ class PartialFC(nn.Module):
         w = self.weight.to(x_all.dtype)
         if self.head.normalize_weight:
             x_all, w = ops.l2_normalize(x_all), ops.l2_normalize(w)
-        best, arg = (x_all @ w.t()).max(dim=1)
+        logits = x_all @ w.t()
+        if self.rows_per_class > 1:  # the best sub-centre of each class
+            logits = logits.reshape(logits.shape[0], -1, self.rows_per_class).amax(dim=2)
+        best, arg = logits.max(dim=1)
         top = best.clone()
         _all_reduce(top, dist.ReduceOp.MAX, self.group)
         cand = torch.where(best == top, arg + self.start, torch.full_like(arg, self.num_classes))

@@ -18,16 +18,27 @@ import torch
 from common.sampler import EpochSampler
 from pytorch_impl.distributed import DistributedBatchSampler, shard_bounds
 from pytorch_impl.losses import build_loss, list_losses
-from pytorch_impl.losses.base import MarginSoftmax, loss_class
+from pytorch_impl.losses.base import loss_class
+from pytorch_impl.train import class_logits
 
 C, D, B = 11, 6, 7  # prime sizes: uneven class and batch shards for 2 and 3 ranks
 C_SAMPLED, R = 40, 0.3
 BN_KINDS = ("torch0.1", "torchNone", "mxnet", "mxnet_fix_gamma")
+TRAINER_LOSSES = ("arcface", "adaface", "arcface+center", "triplet", "curricularface",
+                  "subcenter_arcface")
 
 
 def softmax_family() -> list[str]:
-    return [n for n in list_losses()
-            if issubclass(loss_class(n), MarginSoftmax) and loss_class(n).softmax_family]
+    """Every single softmax-family loss: the MarginSoftmax hooks and the two that say how they
+    differ (Sub-center ArcFace, CurricularFace)."""
+    names = [n for n in list_losses() if "+" not in n and loss_class(n).softmax_family]
+    assert {"subcenter_arcface", "curricularface"} <= set(names)
+    return names
+
+
+def _class_rows(weight, classes, k):
+    """The K rows (class-major) of each of ``classes``."""
+    return weight.reshape(-1, k, weight.shape[1])[classes].reshape(-1, weight.shape[1])
 
 
 def _free_port() -> int:
@@ -43,6 +54,8 @@ def _problem(name: str, num_classes: int):
         loss.weight.normal_()
         if hasattr(loss, "iteration"):
             loss.iteration.fill_(7)  # SphereFace lambda away from its initial 1000
+        if hasattr(loss, "t"):
+            loss.t.fill_(0.3)  # CurricularFace's curriculum away from its initial 0
     x = torch.nn.functional.normalize(torch.randn(B, D, dtype=torch.float64))
     x = x * torch.linspace(4.0, 24.0, B, dtype=torch.float64)[:, None]  # norms around MagFace's
     # clamp [10, 110] and AdaFace's statistics, so |x|-dependent terms have gradients
@@ -77,10 +90,11 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         value.backward()
         res[f"{name}/loss"] = np.array([float(value), ref[0]])
         res[f"{name}/gx"] = np.stack([xl.grad.numpy(), ref[1][lo:hi]])
-        res[f"{name}/gw"] = np.stack([pfc.weight.grad.numpy(), ref[2][pfc.start:pfc.end]])
+        k = pfc.rows_per_class
+        res[f"{name}/gw"] = np.stack([pfc.weight.grad.numpy(),
+                                      ref[2][pfc.start * k:pfc.end * k]])
         pred = pfc.predict(x[lo:hi])
-        full_pred = (torch.nn.functional.normalize(x) @ torch.nn.functional.normalize(
-            loss.weight).t() if loss.normalize_weight else x @ loss.weight.t()).argmax(1)
+        full_pred = class_logits(x, loss.weight, loss.normalize_weight, C).argmax(1)
         res[f"{name}/pred"] = np.stack([pred.numpy(), full_pred[lo:hi].numpy()])
 
         # sampling: the reference is the single-process head over the union of kept classes
@@ -92,16 +106,20 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         kept = gather_rows_nograd(pfc.last_index + pfc.start)
         sub = build_loss(name, num_classes=len(kept), embedding_size=D,
                          **{k: getattr(loss, k) for k in type(loss).hyperparameters()}).double()
+        k = pfc.rows_per_class
         with torch.no_grad():
-            sub.weight.copy_(loss.weight[kept])
-            if hasattr(sub, "iteration"):
-                sub.iteration.copy_(loss.iteration)
+            sub.weight.copy_(_class_rows(loss.weight, kept, k))
+            for key in sub.state_names:
+                if key != "weight":
+                    getattr(sub, key).copy_(getattr(loss, key))
         ref = _reference(sub, x, torch.searchsorted(kept, y))
-        gw_full = np.zeros((C_SAMPLED, D))
-        gw_full[kept.numpy()] = ref[2]
+        gw_full = np.zeros((C_SAMPLED, k, D))
+        gw_full[kept.numpy()] = ref[2].reshape(-1, k, D)
+        gw_full = gw_full.reshape(-1, D)
         res[f"{name}/s_loss"] = np.array([float(value), ref[0]])
         res[f"{name}/s_gx"] = np.stack([xl.grad.numpy(), ref[1][lo:hi]])
-        res[f"{name}/s_gw"] = np.stack([pfc.weight.grad.numpy(), gw_full[pfc.start:pfc.end]])
+        res[f"{name}/s_gw"] = np.stack([pfc.weight.grad.numpy(),
+                                        gw_full[pfc.start * k:pfc.end * k]])
         res[f"{name}/s_kept"] = kept.numpy()
         res[f"{name}/s_labels"] = y.numpy()
         res[f"{name}/s_count"] = np.array([len(pfc.last_index), pfc.end - pfc.start])
@@ -181,7 +199,7 @@ def _trainer_step(rank: int, world: int) -> dict:
     from pytorch_impl.train import Trainer
 
     out = {}
-    for name in ("arcface", "adaface", "arcface+center", "triplet"):
+    for name in TRAINER_LOSSES:
         batches = []
         for _ in range(2):
             torch.manual_seed(99)
@@ -208,8 +226,12 @@ def _trainer_step(rank: int, world: int) -> dict:
                        for p in single.backbone.state_dict().values()]).numpy()])
         if name != "triplet":
             sh = multi.loss.sharded
+            k = sh.rows_per_class
             out[f"train/{name}/weight"] = np.stack([
-                sh.weight.detach().numpy(), single.loss.weight.detach()[sh.start:sh.end].numpy()])
+                sh.weight.detach().numpy(),
+                single.loss.weight.detach()[sh.start * k:sh.end * k].numpy()])
+            if name == "curricularface":  # t advanced from the shards' target cosines
+                out[f"train/{name}/t"] = np.array([float(sh.head.t), float(single.loss.t)])
     return out
 
 
@@ -237,7 +259,8 @@ def test_exact_mode_matches_single_process(ranks, name):
                                    err_msg=f"{name} grad W, rank {rank}/{world}")
         np.testing.assert_array_equal(*res[f"{name}/pred"])
     # the shards tile the class range: every class's gradient appears exactly once
-    assert sum(len(r[f"{name}/gw"][0]) for r in results) == C
+    rows = build_loss(name, num_classes=C, embedding_size=D).weight.shape[0]  # K C sub-centres
+    assert sum(len(r[f"{name}/gw"][0]) for r in results) == rows
 
 
 @pytest.mark.parametrize("name", softmax_family())
@@ -257,7 +280,7 @@ def test_sampling_keeps_positives_and_matches_restricted_softmax(ranks, name):
         np.testing.assert_array_equal(*res[f"{name}/s_repeat"])  # same seed, same draw
 
 
-@pytest.mark.parametrize("name", ["arcface", "adaface", "arcface+center", "triplet"])
+@pytest.mark.parametrize("name", TRAINER_LOSSES)
 def test_distributed_trainer_step_equals_single_process(ranks, name):
     world, results = ranks
     for res in results:
@@ -268,6 +291,9 @@ def test_distributed_trainer_step_equals_single_process(ranks, name):
         np.testing.assert_allclose(*res[f"train/{name}/backbone"], rtol=1e-4, atol=2e-5)
         if f"train/{name}/weight" in res:
             np.testing.assert_allclose(*res[f"train/{name}/weight"], rtol=1e-4, atol=1e-6)
+        if f"train/{name}/t" in res:
+            got, want = res[f"train/{name}/t"]
+            assert want != 0 and got == pytest.approx(want, rel=1e-5)
 
 
 @pytest.mark.parametrize("kind", BN_KINDS)

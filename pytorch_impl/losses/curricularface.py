@@ -27,7 +27,8 @@ class CurricularFace(Loss):
     first: a one-batch lag at a 1% weight, so the forward is a function of x and W alone).
     Non-target cosines are not clipped. Not a ``MarginSoftmax`` (whose hook changes the
     target column only): the fused head takes the hard-negative rule as its ``hard`` argument;
-    Partial FC, which shards ``MarginSoftmax`` heads, does not shard this one.
+    Partial FC shards it through ``scaled_class_logits``, ``target_logit``,
+    ``negative_rule`` and ``advance`` (t from the target cosines of the whole batch).
     """
 
     softmax_family = True
@@ -49,15 +50,37 @@ class CurricularFace(Loss):
         s = self.scale
         hard = (self.t.detach(), s, math.cos(self.margin), math.sin(self.margin), SIN_EPS)
         return ops.margin_cross_entropy(x, self.weight.to(x.dtype), labels,
-                                        torch.full_like(x[:, 0], s), True, self._target,
+                                        torch.full_like(x[:, 0], s), True, self.target_logit,
                                         hard=hard, embed_scale=s)
 
-    def _target(self, cos_y):
+    def target_logit(self, cos_y):
         return arc_margin(ops.clamp_st(cos_y, -1.0, 1.0), self.margin, easy_margin=False)
 
     @torch.no_grad()
     def step(self, x, labels) -> None:
         x, w = x.to(self.t.dtype), self.weight.to(self.t.dtype)
-        cos_y = (ops.l2_normalize(x) * ops.l2_normalize(w)[labels.long()]).sum(dim=1)
-        mean = torch.clamp(cos_y, -1.0, 1.0).mean()
+        self.advance((ops.l2_normalize(x) * ops.l2_normalize(w)[labels.long()]).sum(dim=1))
+
+    @torch.no_grad()
+    def advance(self, cos_y) -> None:
+        """t <- a mean(clamp(cos_y)) + (1 - a) t, from the batch's target cosines."""
+        mean = torch.clamp(cos_y.to(self.t.dtype), -1.0, 1.0).mean()
         self.t.copy_(self.t_alpha * mean + (1.0 - self.t_alpha) * self.t)
+
+    # the steps Partial FC runs on a shard of the classes (pytorch_impl/partial_fc.py), as
+    # autograd operations: the same maths as the fused head above
+    rows_per_class = 1
+
+    def scaled_class_logits(self, x, weight):
+        """s cos(x, W_j) for the classes of ``weight``."""
+        xs = x * (self.scale / ops.row_norm(x))[:, None]
+        return xs @ ops.l2_normalize(weight.to(x.dtype)).t()
+
+    def negative_rule(self, logits, cos_y):
+        """The hard-negative rule on s cos logits, given every row's target cosine."""
+        s, m = self.scale, self.margin
+        c = torch.clamp(cos_y.detach(), -1.0, 1.0)
+        sin = torch.sqrt(torch.clamp_min(1.0 - c * c, SIN_EPS))
+        hard = logits > (s * (c * math.cos(m) - sin * math.sin(m)))[:, None]
+        return torch.where(hard, logits * (self.t.detach().to(logits.dtype) + logits / s),
+                           logits)

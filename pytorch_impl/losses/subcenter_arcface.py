@@ -24,8 +24,9 @@ class SubCenterArcFace(Loss):
     ``weight`` has K C rows (K C x D), class-major as InsightFace's fc7 (row j K + k is
     sub-centre k of class j; ``weight.reshape(C, K, D)``), so the predicted class of
     argmax_r <x^, W^_r> is r // K. The max passes its gradient to the arg-max sub-centre only
-    (first one on ties, in both backends). Not a ``MarginSoftmax``: that fused head, and
-    Partial FC which shards it, assume one weight row per class.
+    (first one on ties, in both backends). Not a ``MarginSoftmax``: that fused head assumes
+    one weight row per class; Partial FC shards it through ``scaled_class_logits`` and
+    ``target_logit`` (K rows per class stay on one rank).
     """
 
     softmax_family = True
@@ -44,12 +45,21 @@ class SubCenterArcFace(Loss):
 
     def compute(self, x, labels):
         s = self.scale
-        xs = x * (s / ops.row_norm(x))[:, None]  # the scale on the B x D side of the GEMM
-        logits = xs @ ops.l2_normalize(self.weight.to(x.dtype)).t()
-        logits = logits.reshape(x.shape[0], self.num_classes, self.sub_centers)
-        best = logits.detach().argmax(dim=2, keepdim=True)
-        logits = logits.gather(2, best)[:, :, 0]  # s max_k cos_{j,k}
-        cos_y = ops.clamp_st(ops.gather_target(logits, labels) / s, -1.0, 1.0)
-        target = s * arc_margin(cos_y, self.margin, easy_margin=False)
+        logits = self.scaled_class_logits(x, self.weight)
+        target = s * self.target_logit(ops.gather_target(logits, labels) / s)
         logits = logits.scatter(1, labels[:, None], target[:, None])
         return (torch.logsumexp(logits, dim=1) - target).mean()
+
+    # the two steps Partial FC runs on a shard of the classes (pytorch_impl/partial_fc.py)
+    rows_per_class = property(lambda self: self.sub_centers)
+
+    def scaled_class_logits(self, x, weight):
+        """s max_k cos(x, W_{j,k}) for the classes whose K rows each ``weight`` holds."""
+        xs = x * (self.scale / ops.row_norm(x))[:, None]  # the scale on the B x D side
+        logits = xs @ ops.l2_normalize(weight.to(x.dtype)).t()
+        logits = logits.reshape(x.shape[0], -1, self.sub_centers)
+        best = logits.detach().argmax(dim=2, keepdim=True)
+        return logits.gather(2, best)[:, :, 0]
+
+    def target_logit(self, cos_y):
+        return arc_margin(ops.clamp_st(cos_y, -1.0, 1.0), self.margin, easy_margin=False)
