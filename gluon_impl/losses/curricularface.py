@@ -37,10 +37,10 @@ class CurricularFace(Loss):
         s = self.scale
         hard = (t, s, math.cos(self.margin), math.sin(self.margin), SIN_EPS)
         return ops.margin_cross_entropy(F, ops.l2_normalize(F, x) * s, weight, labels, s, True,
-                                        lambda cos_y: self._target(F, cos_y),
+                                        lambda cos_y: self.target_logit(F, cos_y),
                                         self.num_classes, hard=hard)
 
-    def _target(self, F, cos_y):
+    def target_logit(self, F, cos_y):
         return arc_margin(F, ops.clamp_st(F, cos_y, -1.0, 1.0), self.margin, easy_margin=False)
 
     def step(self, x, labels) -> None:
