@@ -6,7 +6,9 @@ hybridized); beside it our heads (every softmax-family loss of ``list_losses()``
 ArcFace/CosFace/SphereFace (PML: margins in degrees, W is D x C; gluonfr: fed the cosine
 matrix built in the same graph, ArcLoss with easy_margin=False) and the floor of the three
 B x D x C GEMMs. Each impl is timed in alternation with the baseline (pairs, so load drift on
-the shared machine hits both), and ``ratio`` is its median over the paired baseline median.
+the shared machine hits both), and ``ratio`` is the median over the pairs of impl time /
+baseline time within a pair: a pair's two runs are adjacent in time, so a burst of load from
+another process inflates both, where it would move one median and not the other.
 """
 
 from __future__ import annotations
@@ -183,7 +185,7 @@ def measure(quick: bool = False) -> list[dict]:
                     fn = fn()
                 tb, tf = _paired(baseline, fn, repeats)
                 all_base += tb
-                ratio = statistics.median(tf) / statistics.median(tb)
+                ratio = statistics.median(f / b for f, b in zip(tf, tb))
                 rows.append(_row(backend, num_classes, impl, base_name, tf, ratio,
                                  f"paired baseline median {statistics.median(tb) * 1e3:.1f} ms"))
                 del fn
