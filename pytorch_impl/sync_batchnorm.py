@@ -39,6 +39,12 @@ def _per_channel(v: torch.Tensor, ndim: int) -> torch.Tensor:
 class _SyncBatchNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, eps, group):
+        # statistics in float32 at least: a float16 count overflows at 65,504 elements per
+        # channel, and float16 sums lose the variance (autocast gives BatchNorm float32 too)
+        ctx.in_dtype = x.dtype
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        if x.dtype in (torch.float16, torch.bfloat16):
+            x = x.float()
         channels = x.shape[1]
         count = torch.tensor([x.numel() // channels], dtype=x.dtype, device=x.device)
         stats = torch.cat([_channel_sum(x), count])
@@ -52,30 +58,33 @@ class _SyncBatchNormFunction(torch.autograd.Function):
         invstd = torch.rsqrt(var + eps)
         out = xmu * _per_channel(invstd, x.ndim)
         if weight is not None:
-            out = out * _per_channel(weight, x.ndim)
+            out = out * _per_channel(weight.to(x.dtype), x.ndim)
         if bias is not None:  # MXNet's fix_gamma: a bias without a weight
-            out = out + _per_channel(bias, x.ndim)
+            out = out + _per_channel(bias.to(x.dtype), x.ndim)
         ctx.save_for_backward(xmu, invstd, weight)
         ctx.group, ctx.total = group, total
         ctx.mark_non_differentiable(mean, var, total)
-        return out, mean, var, total
+        return out.to(ctx.in_dtype), mean, var, total
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out, _gm, _gv, _gt):
         xmu, invstd, weight = ctx.saved_tensors
         nd = xmu.ndim
+        grad_out = grad_out.to(xmu.dtype)
         local = torch.cat([_channel_sum(grad_out), _channel_sum(grad_out * xmu)])
         channels = xmu.shape[1]
         grad_w = local[channels:] * invstd if ctx.needs_input_grad[1] else None
-        grad_b = local[:channels].clone() if ctx.needs_input_grad[2] else None
+        grad_b = local[:channels].to(ctx.bias_dtype) if ctx.needs_input_grad[2] else None
         sums = local.clone()
         dist.all_reduce(sums, group=ctx.group)
         mean_g, mean_gxmu = (sums / ctx.total).chunk(2)
-        scale = invstd if weight is None else invstd * weight
+        scale = invstd if weight is None else invstd * weight.to(invstd.dtype)
         grad_x = (grad_out - _per_channel(mean_g, nd)
                   - xmu * _per_channel(invstd * invstd * mean_gxmu, nd)) * _per_channel(scale, nd)
-        return grad_x, grad_w, grad_b, None, None
+        if weight is not None and grad_w is not None:
+            grad_w = grad_w.to(weight.dtype)
+        return grad_x.to(ctx.in_dtype), grad_w, grad_b, None, None
 
 
 def global_batch_norm(x, weight, bias, eps: float, group=None):

@@ -187,6 +187,12 @@ def _sync_batchnorm(rank: int, world: int) -> dict:
         single.eval()
         out[f"{key}/eval"] = np.stack([sync(x[lo:hi]).detach().numpy(),
                                        single(x[lo:hi]).detach().numpy()])
+    # bfloat16 activations (autocast on GPUs): statistics in float32, output in bfloat16
+    sync = convert_sync_batchnorm(torch.nn.Sequential(torch.nn.BatchNorm2d(4)))
+    y16 = sync(x[lo:hi].to(torch.bfloat16))
+    y32 = torch.nn.BatchNorm2d(4)(x.float())[lo:hi]
+    out["bn/bf16"] = np.stack([y16.float().detach().numpy(), y32.detach().numpy()])
+    out["bn/bf16_dtype"] = np.array([y16.dtype == torch.bfloat16])
     return out
 
 
@@ -308,6 +314,12 @@ def test_sync_batchnorm_is_batchnorm_of_the_global_batch(ranks, kind):
                                            atol=1e-12,
                                            err_msg=f"{part} step {step}, rank {rank}/{world}")
         np.testing.assert_allclose(*res[f"{key}/eval"], rtol=1e-10, atol=1e-12)
+
+
+def test_sync_batchnorm_keeps_bfloat16_activations(ranks):
+    for res in ranks[1]:
+        assert res["bn/bf16_dtype"].all()
+        np.testing.assert_allclose(*res["bn/bf16"], atol=0.05)  # bfloat16: 8 bits of mantissa
 
 
 @pytest.mark.parametrize("world", [2, 3])
