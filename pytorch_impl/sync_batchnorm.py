@@ -24,7 +24,6 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.nn import functional as F
 
 
 def _channel_sum(t: torch.Tensor) -> torch.Tensor:
