@@ -7,10 +7,10 @@ global batch. The backbone is wrapped in DDP with summed gradients, the loss in
 ``DistributedHead``: softmax-family losses (and the softmax part of joint objectives) as a
 ``PartialFC`` shard, everything else (triplet, contrastive, centre and ring terms) replicated on
 the all-gathered global batch. Either way each rank's loss is the loss of the global batch, and
-the backbone's BatchNorms normalise by the global batch's statistics (``sync_batchnorm``: torch's
-SyncBatchNorm on CUDA, an all-reduce version on CPU, where torch's refuses to run), so the update
-is the single-process update of the same global batch (same SGD rule and no-decay grouping as
-``train.py``), up to the order of floating-point sums.
+the backbone's BatchNorms normalise by the global batch's statistics (``sync_batchnorm``:
+sums all-reduced over the process group, gloo or NCCL; torch's SyncBatchNorm refuses CPU), so
+the update is the single-process update of the same global batch (same SGD rule and no-decay
+grouping as ``train.py``), up to the order of floating-point sums.
 """
 
 from __future__ import annotations

@@ -33,6 +33,15 @@ def all_finite(x: torch.Tensor) -> bool:
     return bool(torch.isfinite(lo) & torch.isfinite(hi))
 
 
+def curricular_threshold(cos_y: torch.Tensor, s: float, cos_m: float, sin_m: float,
+                         sin_eps: float) -> torch.Tensor:
+    """CurricularFace's per-row threshold s cos(theta_y + m) from the target cosines (no
+    gradient: the rule is a step), sin theta_y = sqrt(max(1 - c^2, eps)), c clamped to [-1, 1]."""
+    c = torch.clamp(cos_y.detach(), -1.0, 1.0)
+    sin = torch.sqrt(torch.clamp_min(1.0 - c * c, sin_eps))
+    return s * (c * cos_m - sin * sin_m)
+
+
 def clip(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
     """clamp(x, lo, hi) (its gradient is 0 outside [lo, hi]); the Gluon twin avoids F.clip."""
     return torch.clamp(x, lo, hi)
@@ -109,9 +118,7 @@ class _MarginCrossEntropy(torch.autograd.Function):
         ctx.hard = None
         if hard is not None:
             t, s, cos_m, sin_m, sin_eps = hard
-            c = torch.clamp(z_y / s, -1.0, 1.0)
-            sin = torch.sqrt(torch.clamp_min(1.0 - c * c, sin_eps))
-            threshold = s * (c * cos_m - sin * sin_m)
+            threshold = curricular_threshold(z_y / s, s, cos_m, sin_m, sin_eps)
             deriv = native.curricular_rule(logits, threshold, s, float(t))  # one C++ pass
             if deriv is not None:
                 ctx.hard = (deriv,)

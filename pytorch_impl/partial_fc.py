@@ -15,9 +15,9 @@ head reads ``normalize_weight``, ``normalize_embedding``, ``scale_by_norm``, ``s
 ``target_logit`` from a loss built for the shard's classes; no per-loss code here. The two
 softmax-family losses that are not ``MarginSoftmax`` (Sub-center ArcFace: K weight rows per
 class; CurricularFace: a rule on the non-target logits) say how they differ through
-``scaled_class_logits`` (and ``rows_per_class``), ``target_logit``, ``negative_rule`` and
-``advance``; their shard runs as autograd operations (``_sharded_ce``), with one more
-all-reduce (every row's target logit, which the rule's threshold needs).
+``scaled_class_logits`` (and ``rows_per_class``), ``target_logit``, ``negative_rule``,
+``target_cosines`` and ``advance``; their shard runs as autograd operations (``_sharded_ce``),
+with one more all-reduce (every row's target logit, which the rule's threshold needs).
 
 Negative-class sampling (``sample_rate`` r < 1, Partial FC's "PFC-r"): each rank keeps every
 class of its shard that is a label in the global batch (the positives) plus random other
@@ -338,9 +338,10 @@ class PartialFC(nn.Module):
             self.head.step(x_all, labels_all)
             return
         owned = (labels_all >= self.start) & (labels_all < self.end)
-        cos_y = torch.zeros(x_all.shape[0], dtype=self.weight.dtype, device=x_all.device)
-        rows = ops.l2_normalize(self.weight.to(cos_y.dtype))[labels_all[owned] - self.start]
-        cos_y[owned] = (ops.l2_normalize(x_all[owned].to(cos_y.dtype)) * rows).sum(dim=1)
+        mine = self.head.target_cosines(x_all[owned], self.weight,
+                                        labels_all[owned] - self.start)
+        cos_y = torch.zeros(x_all.shape[0], dtype=mine.dtype, device=x_all.device)
+        cos_y[owned] = mine
         _all_reduce(cos_y, dist.ReduceOp.SUM, self.group)
         self.head.advance(cos_y)
 

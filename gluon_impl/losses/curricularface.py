@@ -44,11 +44,20 @@ class CurricularFace(Loss):
         return arc_margin(F, ops.clamp_st(F, cos_y, -1.0, 1.0), self.margin, easy_margin=False)
 
     def step(self, x, labels) -> None:
+        self.advance(self.target_cosines(x, self.weight.data(), labels))
+
+    def target_cosines(self, x, weight, labels):
+        """cos(x_i, W_{y_i}) in t's dtype, ``labels`` indexing the rows of ``weight``."""
+        from mxnet import nd
+
+        dtype = self.t.dtype
+        x, w = x.astype(dtype, copy=False), weight.astype(dtype, copy=False)
+        return nd.sum(ops.l2_normalize(nd, x) * nd.take(ops.l2_normalize(nd, w), labels), axis=1)
+
+    def advance(self, cos_y) -> None:
+        """t <- a mean(clamp(cos_y)) + (1 - a) t, from the batch's target cosines."""
         from mxnet import nd
 
         t = self.t.data()
-        x, w = x.astype(t.dtype, copy=False), self.weight.data().astype(t.dtype, copy=False)
-        cos_y = nd.sum(ops.l2_normalize(nd, x) * nd.take(ops.l2_normalize(nd, w), labels),
-                       axis=1)
-        mean = nd.mean(ops.clip(nd, cos_y, -1.0, 1.0))
+        mean = nd.mean(ops.clip(nd, cos_y.astype(t.dtype, copy=False), -1.0, 1.0))
         self.t.set_data(self.t_alpha * mean.reshape((1,)) + (1.0 - self.t_alpha) * t)

@@ -28,7 +28,8 @@ class CurricularFace(Loss):
     Non-target cosines are not clipped. Not a ``MarginSoftmax`` (whose hook changes the
     target column only): the fused head takes the hard-negative rule as its ``hard`` argument;
     Partial FC shards it through ``scaled_class_logits``, ``target_logit``,
-    ``negative_rule`` and ``advance`` (t from the target cosines of the whole batch).
+    ``negative_rule``, ``target_cosines`` and ``advance`` (t from the target cosines of the
+    whole batch, each computed on the rank that holds its class).
     """
 
     softmax_family = True
@@ -58,8 +59,12 @@ class CurricularFace(Loss):
 
     @torch.no_grad()
     def step(self, x, labels) -> None:
-        x, w = x.to(self.t.dtype), self.weight.to(self.t.dtype)
-        self.advance((ops.l2_normalize(x) * ops.l2_normalize(w)[labels.long()]).sum(dim=1))
+        self.advance(self.target_cosines(x, self.weight, labels))
+
+    def target_cosines(self, x, weight, labels):
+        """cos(x_i, W_{y_i}) in t's dtype, ``labels`` indexing the rows of ``weight``."""
+        x, w = x.to(self.t.dtype), weight.to(self.t.dtype)
+        return (ops.l2_normalize(x) * ops.l2_normalize(w)[labels.long()]).sum(dim=1)
 
     @torch.no_grad()
     def advance(self, cos_y) -> None:
@@ -79,8 +84,6 @@ class CurricularFace(Loss):
     def negative_rule(self, logits, cos_y):
         """The hard-negative rule on s cos logits, given every row's target cosine."""
         s, m = self.scale, self.margin
-        c = torch.clamp(cos_y.detach(), -1.0, 1.0)
-        sin = torch.sqrt(torch.clamp_min(1.0 - c * c, SIN_EPS))
-        hard = logits > (s * (c * math.cos(m) - sin * math.sin(m)))[:, None]
-        return torch.where(hard, logits * (self.t.detach().to(logits.dtype) + logits / s),
-                           logits)
+        threshold = ops.curricular_threshold(cos_y, s, math.cos(m), math.sin(m), SIN_EPS)
+        return torch.where(logits > threshold[:, None],
+                           logits * (self.t.detach().to(logits.dtype) + logits / s), logits)
