@@ -2,18 +2,19 @@
 
 Built with the system C++ compiler on first use (``common.native``: a cache folder keyed by a
 hash of the source, the build flags, the MXNet version and the CPU), then loaded with
-``mx.library.load``; it registers ``F.margin_lse_rows`` (the non-target logsumexp and the
-target logit of a logits matrix, with a one-pass backward) and ``F.l2norm_rows`` (W/|W| by
-rows, with a one-pass backward) and ``F.curricular_lse_rows`` (``margin_lse_rows`` with
-CurricularFace's hard-negative rule), NDArray and Symbol, so hybridized blocks use them too. The
-GEMMs stay in the graph's FullyConnected (MXNet's oneDNN kernels). Measured (B=256, D=512,
-one thread, paired with Dense+SoftmaxCE): arcface/cosface 1.03-1.05x at C=10k and
-0.95-0.97x at C=100k, where the pure-Gluon graph takes 1.34-1.41x. On by default where
-MXNet sees no GPU; ``FACELOSSES_FUSED=0`` turns it off, ``FACELOSSES_FUSED=1`` on (for losses
-on CPU contexts) where MXNet sees a GPU. ``available()`` is False when it is off, or, with a
-warning that says why, when there is no compiler or the build or the load fails; callers
-then use the pure-Gluon graph (``ops.margin_cross_entropy_graph``), the same maths
-(tests/test_gluon_fused.py). Cache folder and compiler: see ``common.native``.
+``mx.library.load``; it registers, NDArray and Symbol, so hybridized blocks use them too:
+``F.margin_lse_rows`` (the non-target logsumexp and the target logit of a logits matrix, with a
+one-pass backward), ``F.l2norm_rows`` (W/|W| by rows, times an optional scale, with a one-pass
+backward), ``F.curricular_lse_rows`` (``margin_lse_rows`` with CurricularFace's hard-negative
+rule) and ``F.norm_rows`` (|x| by rows). The GEMMs stay in the graph's FullyConnected (MXNet's
+oneDNN kernels). Measured (B=256, D=512, one thread, paired with Dense+SoftmaxCE):
+arcface/cosface 1.03-1.05x at C=10k and 0.95-0.97x at C=100k, where the pure-Gluon graph takes
+1.34-1.41x. On by default where MXNet sees no GPU; ``FACELOSSES_FUSED=0`` turns it off,
+``FACELOSSES_FUSED=1`` on (for losses on CPU contexts) where MXNet sees a GPU. ``available()``
+is False when it is off, or, with a warning that says why, when there is no compiler or the
+build or the load fails; callers then use the pure-Gluon graph
+(``ops.margin_cross_entropy_graph``), the same maths (tests/test_gluon_fused.py). Cache folder
+and compiler: see ``common.native``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pathlib import Path
 from common import native
 
 SOURCE = Path(__file__).resolve().parent / "csrc" / "fused_margin_ce.cc"
-OPS = ("margin_lse_rows", "l2norm_rows", "curricular_lse_rows")
+OPS = ("margin_lse_rows", "l2norm_rows", "curricular_lse_rows", "norm_rows")
 _LOCK = threading.Lock()
 _STATE: dict = {"done": False, "ok": False, "reason": ""}
 

@@ -1,13 +1,14 @@
-"""CurricularFace's hard-negative rule in one C++ pass (``pytorch_impl/csrc/curricular_rule.cc``).
+"""The fused head's B x C and row passes in C++ (``pytorch_impl/csrc/head_passes.cc``).
 
-In eager PyTorch the rule costs about eight B x C passes (mask, multiplier, fill, product
-forward; derivative and product backward); the kernel does it in one forward pass that also
-writes the derivative, and the backward multiplies by it (one pass). Built with the system C++
-compiler on first use (``common.native``, cached), loaded with ctypes: no torch headers, about
-a second to build. Used for contiguous CPU float32/float64 logits; elsewhere (CUDA, no
-compiler, ``FACELOSSES_FUSED=0``) ``curricular_rule`` returns None and ``ops`` runs the same
-rule as torch operations (tests/test_loss_wanted.py checks both give the same numbers).
-The kernel runs on one thread.
+In eager PyTorch the head's softmax side costs a pass (and often a temporary) per operation:
+scale rows, scale columns, CurricularFace's mask and multiplier, write the target, max,
+subtract, exp, sum forward; derivative, column and row scales, target backward; and a
+temporary C x D product for each normalisation's backward. The kernels do each group in one
+sweep, in place. Built with the system C++ compiler on first use (``common.native``, cached),
+loaded with ctypes: no torch headers, about a second to build. They serve contiguous CPU
+float32/float64 tensors; elsewhere (CUDA, no compiler, ``FACELOSSES_FUSED=0``) ``usable`` is
+False and ``ops`` runs the same formulas as torch operations (tests/test_torch_head_passes.py
+checks both give the same numbers). The kernels run on one thread.
 """
 
 from __future__ import annotations
@@ -22,27 +23,34 @@ import torch
 
 from common import native
 
-SOURCE = Path(__file__).resolve().parent / "csrc" / "curricular_rule.cc"
+SOURCE = Path(__file__).resolve().parent / "csrc" / "head_passes.cc"
 _LOCK = threading.Lock()
 _STATE: dict = {"done": False, "lib": None, "reason": ""}
-_FUNCS = {torch.float32: ("curricular_rule_f32", ctypes.c_float),
-          torch.float64: ("curricular_rule_f64", ctypes.c_double)}
+_SUFFIX = {torch.float32: ("f32", ctypes.c_float), torch.float64: ("f64", ctypes.c_double)}
+_P, _N = ctypes.c_void_p, ctypes.c_int64
+# function -> argument types, with None standing for the dtype's scalar
+_SIGNATURES = {
+    "softmax_rows": (_P,) * 7 + (_N, _N),
+    "softmax_rule_rows": (_P,) * 7 + (None, None, _P, _P, _N, _N),
+    "grad_rows": (_P,) * 6 + (_N, _N),
+    "project_rows": (_P,) * 3 + (_N, _N),
+}
 
 
 def _load():
     if os.environ.get("FACELOSSES_FUSED", "") == "0":
         raise RuntimeError("off: FACELOSSES_FUSED=0")
     lib = ctypes.CDLL(str(native.build(SOURCE)))
-    for name, scalar in _FUNCS.values():
-        fn = getattr(lib, name)
-        fn.restype = None
-        fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
-                       ctypes.c_int64, scalar, scalar]
+    for suffix, scalar in _SUFFIX.values():
+        for name, args in _SIGNATURES.items():
+            fn = getattr(lib, f"{name}_{suffix}")
+            fn.restype = None
+            fn.argtypes = [scalar if a is None else a for a in args]
     return lib
 
 
 def available() -> bool:
-    """True once the kernel is built and loaded (on the first call)."""
+    """True once the kernels are built and loaded (on the first call)."""
     if not _STATE["done"]:
         with _LOCK:
             if not _STATE["done"]:
@@ -51,21 +59,55 @@ def available() -> bool:
                 except Exception as exc:  # noqa: BLE001  any failure -> the torch path
                     _STATE["reason"] = str(exc)
                     if os.environ.get("FACELOSSES_FUSED", "") != "0":
-                        warnings.warn(f"CurricularFace kernel unavailable, using torch "
+                        warnings.warn(f"fused head kernels unavailable, using torch "
                                       f"operations: {exc}", RuntimeWarning, stacklevel=2)
                 _STATE["done"] = True
     return _STATE["lib"] is not None
 
 
-def curricular_rule(logits: torch.Tensor, threshold: torch.Tensor, s: float, t: float):
-    """Apply the rule to ``logits`` (B x C) in place and return dz'/dz (B x C); None when the
-    kernel does not apply (then nothing is changed)."""
-    if logits.device.type != "cpu" or logits.dtype not in _FUNCS \
-            or not logits.is_contiguous() or not available():
-        return None
-    threshold = threshold.to(logits.dtype).contiguous()
+def usable(t: torch.Tensor) -> bool:
+    """Whether the kernels serve ``t`` (and the tensors of its dtype beside it)."""
+    return t.device.type == "cpu" and t.dtype in _SUFFIX and available()
+
+
+def _ptr(t):
+    return None if t is None else t.data_ptr()
+
+
+def _call(name: str, like: torch.Tensor, *args):
+    suffix, scalar = _SUFFIX[like.dtype]
+    getattr(_STATE["lib"], f"{name}_{suffix}")(
+        *(scalar(a) if isinstance(a, float) else a for a in args))
+
+
+def softmax_rows(logits, row_scale, col_scale, labels, target, rule=None):
+    """In place over the B x C GEMM output: scale rows and columns, apply CurricularFace's
+    ``rule`` = (threshold (B,), s, t) if given, write ``target`` (B,) into the label column,
+    then e = exp(z - max) per row. Returns (row sums, row maxima, dz'/dz or None)."""
+    rows, cols = logits.shape
+    sums = logits.new_empty(rows)
+    maxima = logits.new_empty(rows)
+    common = (_ptr(row_scale), _ptr(col_scale), labels.data_ptr(), _ptr(target))
+    if rule is None:
+        _call("softmax_rows", logits, logits.data_ptr(), *common, sums.data_ptr(),
+              maxima.data_ptr(), rows, cols)
+        return sums, maxima, None
+    threshold, s, t = rule
     deriv = torch.empty_like(logits)
-    name, scalar = _FUNCS[logits.dtype]
-    getattr(_STATE["lib"], name)(logits.data_ptr(), deriv.data_ptr(), threshold.data_ptr(),
-                                 logits.shape[0], logits.shape[1], scalar(s), scalar(t))
-    return deriv
+    _call("softmax_rule_rows", logits, logits.data_ptr(), deriv.data_ptr(), *common,
+          threshold.data_ptr(), float(s), float(t), sums.data_ptr(), maxima.data_ptr(),
+          rows, cols)
+    return sums, maxima, deriv
+
+
+def grad_rows(grad, deriv, col_scale, row_scale, labels, target_grad) -> None:
+    """In place: G_ij = ((e_ij deriv_ij) c_j) a_i, G_iy = target_grad_i."""
+    rows, cols = grad.shape
+    _call("grad_rows", grad, grad.data_ptr(), _ptr(deriv), _ptr(col_scale),
+          row_scale.data_ptr(), labels.data_ptr(), target_grad.data_ptr(), rows, cols)
+
+
+def project_rows(grad, v, k) -> None:
+    """In place: g_i -= v_i <g_i, v_i> k_i (the backward of a row normalisation)."""
+    rows, cols = grad.shape
+    _call("project_rows", grad, grad.data_ptr(), v.data_ptr(), k.data_ptr(), rows, cols)

@@ -78,79 +78,77 @@ class _MarginCrossEntropy(torch.autograd.Function):
     n_j = 1/|W_j| when the weights are normalised (else 1), h the loss's ``target_logit`` hook
     (differentiated by autograd on the B target values only). Cost beyond the three GEMMs:
     - W/|W| is never formed: n is folded into the logits' columns, and the normalisation's
-      backward into grad_W = A - n^2 <A, W> W with A = (G n)^T xs (two C x D passes);
+      backward into grad_W = A - n^2 <A, W> W with A = G^T xs (one in-place C x D pass);
     - forward keeps e = exp(z - max) in the GEMM's own buffer and the row sums S; backward
-      scales e by n in place and puts the row factor 1/S (and grad_out/B) on the B x D side
-      of both backward GEMMs, so the B x C gradient is never written a second time.
+      turns e into the final gradient G in place (times n_j, times the row factor
+      grad_out / (B S_i), the target column written), so all three GEMMs take G, x and W as
+      they are and the B x C gradient is written once;
+    - on CPU these B x C sweeps and the normalisations' backward are C++ passes
+      (``native``); elsewhere the same formulas run as torch operations.
     Backward consumes the saved buffer: a second backward through the same graph raises.
 
     ``hard`` = (t, s, cos m, sin m, eps) adds CurricularFace's rule on the non-target logits:
     z_ij (= s cos_j) above s cos(theta_y + m), with sin theta_y = sqrt(max(1 - cos^2, eps)),
     becomes z_ij (t + z_ij / s), and the gradient is multiplied by dz'/dz (t + 2 z / s where
     the rule applies, else 1) before the target column is written, as in the unfused formula.
-    On CPU the C++ pass of ``native.curricular_rule`` does it (one pass forward, writing
-    dz'/dz, one product backward); otherwise torch operations: a multiplier matrix M and a
-    mask, z *= M forward, dz'/dz = 2 M - t where the rule applies.
 
     ``embed_scale`` = s: ``xs`` is the raw embedding x and the head uses s x / |x| (the
     normalised, scaled embedding of NormFace and its margins) without autograd nodes of its own:
-    forward scales x's rows by s/|x| on the way into the GEMMs, backward turns the gradient g of
-    s x/|x| into the gradient of x in two B x D passes, (s/|x|) (g - x <g, x> / |x|^2).
+    forward scales the logits' rows by s/|x|, and since G carries that factor, G W is
+    (s/|x|) g for the gradient g of s x/|x|; x's gradient is then G W - x <G W, x> / |x|^2.
     """
 
     @staticmethod
     def forward(ctx, xs, weight, labels, row_scale, normalize_weight, hook, norm=None,
                 hard=None, embed_scale=None):
+        labels = labels.contiguous()
         col = labels[:, None]
-        x_norm = x_scale = None
+        fast = native.usable(xs) and xs.is_contiguous() and weight.is_contiguous()
+        x_norm = x_scale = inv_norm = None
         if embed_scale is not None:  # xs is x: the GEMM sees s x / |x|
             x_norm = row_norm(xs)
             x_scale = embed_scale / x_norm
-            logits = torch.mm(xs, weight.t()).mul_(x_scale[:, None])
-        else:
-            logits = torch.mm(xs, weight.t())
-        inv_norm = None
         if normalize_weight:
             w_norm = torch.linalg.vector_norm(weight, dim=1)
             inv_norm = w_norm.mul_(w_norm).add_(NORM_EPS_SQ).rsqrt_()
-            logits.mul_(inv_norm)
+        logits = torch.mm(xs, weight.t())
+        # z_y from the raw GEMM output, scaled in the order the row pass uses
         z_y = logits.gather(1, col)[:, 0]
-        ctx.hard = None
+        if x_scale is not None:
+            z_y = z_y * x_scale
+        if inv_norm is not None:
+            z_y = z_y * inv_norm[labels]
+        rule = None
         if hard is not None:
             t, s, cos_m, sin_m, sin_eps = hard
-            threshold = curricular_threshold(z_y / s, s, cos_m, sin_m, sin_eps)
-            deriv = native.curricular_rule(logits, threshold, s, float(t))  # one C++ pass
-            if deriv is not None:
-                ctx.hard = (deriv,)
-            else:
-                keep = logits <= threshold[:, None]
-                mult = torch.add(t.to(logits.dtype), logits, alpha=1.0 / s).masked_fill_(keep,
-                                                                                         1.0)
-                logits.mul_(mult)
-                ctx.hard = (t.to(logits.dtype), keep, mult)
+            rule = (curricular_threshold(z_y / s, s, cos_m, sin_m, sin_eps), s, t)
         graph = None
-        if hook is None:
-            target = z_y
-        else:
+        target = z_y
+        if hook is not None:
             with torch.enable_grad():
                 z_leaf = z_y.detach().requires_grad_(True)
                 r_leaf = row_scale.detach().requires_grad_(True)
                 if norm is None:  # the usual hook of cos_y alone
                     leaves = (z_leaf, r_leaf)
-                    t = r_leaf * hook(z_leaf / r_leaf)
+                    t_hook = r_leaf * hook(z_leaf / r_leaf)
                 else:  # margins that depend on |x| (MagFace, AdaFace): hook(cos_y, |x|)
                     n_leaf = norm.detach().requires_grad_(True)
                     leaves = (z_leaf, r_leaf, n_leaf)
-                    t = r_leaf * hook(z_leaf / r_leaf, n_leaf)
-            graph = (t, leaves)
-            target = t.detach()
-            logits.scatter_(1, col, target[:, None])
-        row_max = logits.amax(dim=1, keepdim=True)
-        exp = logits.sub_(row_max).exp_()  # e = exp(z - max), in the GEMM's buffer
-        sum_exp = exp.sum(dim=1)
-        lse = sum_exp.log() + row_max[:, 0]
+                    t_hook = r_leaf * hook(z_leaf / r_leaf, n_leaf)
+            graph = (t_hook, leaves)
+            target = t_hook.detach()
+        if fast:
+            if rule is not None:
+                rule = (rule[0].to(logits.dtype).contiguous(), rule[1], float(rule[2]))
+            sum_exp, row_max, deriv = native.softmax_rows(logits, x_scale, inv_norm, labels,
+                                                          target.contiguous(), rule)
+        else:
+            sum_exp, row_max, deriv = _softmax_rows_torch(logits, x_scale, inv_norm, col,
+                                                          target, rule)
+        exp = logits  # e = exp(z - max), in the GEMM's buffer
+        lse = sum_exp.log() + row_max
         ctx.graph, ctx.normalize_weight, ctx.consumed = graph, normalize_weight, False
-        ctx.embed = embed_scale is not None
+        ctx.embed, ctx.fast, ctx.deriv = embed_scale is not None, fast, deriv
         empty = torch.empty(0)
         ctx.save_for_backward(xs, weight, labels, exp, sum_exp,
                               inv_norm if inv_norm is not None else empty,
@@ -165,48 +163,83 @@ class _MarginCrossEntropy(torch.autograd.Function):
                                "is not supported (its buffer is reused for the gradient)")
         ctx.consumed = True
         xs, weight, labels, exp, sum_exp, inv_norm, x_norm, x_scale = ctx.saved_tensors
+        deriv, ctx.deriv = ctx.deriv, None
+        inv_norm = inv_norm if ctx.normalize_weight else None
         col = labels[:, None]
+        batch = labels.shape[0]
         # dCE/dtarget = p_y - 1, then through the hook: dL/dz_y (and dL/dr for |x| scales)
         grad_t = exp.gather(1, col)[:, 0] / sum_exp - 1.0
-        row_factor = grad_out / (labels.shape[0] * sum_exp)  # (B,): grad_out / (B S_i)
         grad_r = grad_n = None
         if ctx.graph is not None:
             t, leaves = ctx.graph
             grads = torch.autograd.grad(t, leaves, grad_t, allow_unused=True,
                                         materialize_grads=True)
-            grad_t, grad_r = grads[0], grads[1] * (grad_out / labels.shape[0])
+            grad_t, grad_r = grads[0], grads[1] * (grad_out / batch)
             if len(grads) == 3:
-                grad_n = grads[2] * (grad_out / labels.shape[0])
-        # G = diag(row_factor) exp diag(n), target entry grad_t n_y / B: stored pre-divided by S
-        grad = exp
-        if ctx.hard is not None:
-            if len(ctx.hard) == 1:  # the kernel's dz'/dz
-                grad.mul_(ctx.hard[0])
-            else:
-                t, keep, mult = ctx.hard
-                grad.mul_(mult.mul_(2.0).sub_(t).masked_fill_(keep, 1.0))
-            ctx.hard = None
-        if ctx.normalize_weight:
-            grad.mul_(inv_norm)
-            grad.scatter_(1, col, (grad_t * sum_exp * inv_norm[labels])[:, None])
+                grad_n = grads[2] * (grad_out / batch)
+        # G_ij = dL/dz_ij n_j a_i with a_i = s/|x_i| (embed) or 1: the GEMMs' common factor
+        row = grad_out / batch
+        if ctx.embed:
+            row = row * x_scale
+        target_grad = grad_t * row
+        if inv_norm is not None:
+            target_grad = target_grad * inv_norm[labels]
+        row = row / sum_exp
+        if ctx.fast:
+            native.grad_rows(exp, deriv, inv_norm, row.contiguous(), labels,
+                             target_grad.contiguous())
         else:
-            grad.scatter_(1, col, (grad_t * sum_exp)[:, None])
+            _grad_rows_torch(exp, deriv, inv_norm, row, col, target_grad)
+        grad = exp
         grad_xs = grad_w = None
         if ctx.needs_input_grad[0]:
             grad_xs = torch.mm(grad, weight)
-            if ctx.embed:  # x_scale (g - x <g, x> / |x|^2), g = grad_xs * row_factor
-                dot = torch.linalg.vecdot(grad_xs, xs) * row_factor
-                grad_xs.mul_((row_factor * x_scale)[:, None]).addcmul_(
-                    xs, (x_scale * dot / (x_norm * x_norm))[:, None], value=-1.0)
-            else:
-                grad_xs.mul_(row_factor[:, None])
+            if ctx.embed:  # G W - x <G W, x> / |x|^2
+                _project_rows(grad_xs, xs, 1.0 / (x_norm * x_norm), ctx.fast)
         if ctx.needs_input_grad[1]:
-            rows = row_factor * x_scale if ctx.embed else row_factor
-            grad_w = torch.mm(grad.t(), xs * rows[:, None])
-            if ctx.normalize_weight:
-                coef = torch.linalg.vecdot(grad_w, weight) * inv_norm * inv_norm
-                grad_w.addcmul_(weight, coef[:, None], value=-1.0)
+            grad_w = torch.mm(grad.t(), xs)
+            if inv_norm is not None:
+                _project_rows(grad_w, weight, inv_norm * inv_norm, ctx.fast)
         return grad_xs, grad_w, None, grad_r, None, None, grad_n, None, None
+
+
+def _softmax_rows_torch(logits, x_scale, inv_norm, col, target, rule):
+    """``native.softmax_rows`` as torch operations (CUDA, no compiler): same products, same
+    order; CurricularFace's rule as a multiplier matrix M and a mask, dz'/dz = 2 M - t."""
+    if x_scale is not None:
+        logits.mul_(x_scale[:, None])
+    if inv_norm is not None:
+        logits.mul_(inv_norm)
+    deriv = None
+    if rule is not None:
+        threshold, s, t = rule
+        keep = logits <= threshold[:, None]
+        mult = torch.add(t.to(logits.dtype), logits, alpha=1.0 / s).masked_fill_(keep, 1.0)
+        logits.mul_(mult)
+        deriv = mult.mul_(2.0).sub_(t.to(logits.dtype)).masked_fill_(keep, 1.0)
+    logits.scatter_(1, col, target[:, None].to(logits.dtype))
+    row_max = logits.amax(dim=1, keepdim=True)
+    exp = logits.sub_(row_max).exp_()
+    return exp.sum(dim=1), row_max[:, 0], deriv
+
+
+def _grad_rows_torch(grad, deriv, inv_norm, row, col, target_grad):
+    """``native.grad_rows`` as torch operations."""
+    if deriv is not None:
+        grad.mul_(deriv)
+    if inv_norm is not None:
+        grad.mul_(inv_norm)
+    grad.mul_(row[:, None])
+    grad.scatter_(1, col, target_grad[:, None])
+
+
+def _project_rows(grad, v, k, fast):
+    """grad_i -= v_i <grad_i, v_i> k_i in place (a row normalisation's backward)."""
+    if fast and grad.is_contiguous() and v.is_contiguous():
+        native.project_rows(grad, v, k.contiguous())
+    else:
+        coef = torch.linalg.vecdot(grad, v) * k
+        grad.addcmul_(v, coef[:, None], value=-1.0)
 
 
 def margin_cross_entropy(xs, weight, labels, row_scale, normalize_weight, hook, norm=None,

@@ -83,3 +83,42 @@ def test_nan_in_a_weight_row_gives_a_nan_loss(name, fused_switch):
         loss = gluon_loss(name, 7, 6, state, {}, "float32", hybridize=hybridize)
         value, grads = gluon_eval(loss, x, y, "float32")
         assert np.isnan(value) and np.isnan(grads["x"]).all(), (name, hybridize)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_row_norm_operator_equals_the_graph(dtype, fused_switch):
+    """``ops.row_norm`` by ``norm_rows`` against sqrt(sum x^2 + 1e-24): values and the gradient
+    of a weighted sum, a zero row included (finite gradient, 0), odd widths for the vector
+    loops' remainders, imperative and inside a hybridized block."""
+    import mxnet as mx
+    from mxnet import autograd, gluon, nd
+
+    from gluon_impl import ops
+
+    class Norms(gluon.HybridBlock):
+        def hybrid_forward(self, F, x, w):
+            return F.sum(ops.row_norm(F, x) * w)
+
+    rng = np.random.default_rng(3)
+    for rows, cols in ((5, 1), (7, 19), (3, 64)):
+        xv = rng.standard_normal((rows, cols)) * 3.0
+        xv[1 % rows] = 0.0
+        wv = rng.standard_normal(rows)
+        out = {}
+        for on, hybridize in ((True, False), (True, True), (False, False)):
+            fused_switch(on)
+            block = Norms()
+            if hybridize:
+                block.hybridize()
+            x = nd.array(xv, dtype=dtype, ctx=mx.cpu())
+            x.attach_grad()
+            with autograd.record():
+                value = block(x, nd.array(wv, dtype=dtype))
+            value.backward()
+            out[(on, hybridize)] = (value.asnumpy(), x.grad.asnumpy())
+        rtol = 1e-12 if dtype == "float64" else 1e-6
+        for key in ((True, False), (True, True)):
+            np.testing.assert_allclose(out[key][0], out[(False, False)][0], rtol=rtol)
+            np.testing.assert_allclose(out[key][1], out[(False, False)][1], rtol=rtol,
+                                       atol=rtol * np.abs(out[(False, False)][1]).max())
+            assert np.isfinite(out[key][1]).all() and not out[key][1][1 % rows].any()

@@ -121,14 +121,15 @@ def _assert_grads_close(got, want, tol):
 @pytest.mark.parametrize("path", ["kernel", "torch ops"])
 def test_curricularface_fused_head_equals_the_unfused_formula(path, monkeypatch):
     """The fused torch head takes the hard-negative rule inside (``ops.margin_cross_entropy``
-    ``hard=``), by the C++ pass of ``pytorch_impl.native`` on CPU or by torch operations where
-    it does not apply; either must equal the plain autograd formula it replaced (float64)."""
+    ``hard=``), by the C++ row pass of ``pytorch_impl.native`` on CPU or by torch operations
+    where it does not apply; either must equal the plain autograd formula it replaced
+    (float64)."""
     from pytorch_impl import native
 
     if path == "kernel":
         assert native.available(), native._STATE["reason"]
     else:
-        monkeypatch.setattr(native, "curricular_rule", lambda *args: None)
+        monkeypatch.setattr(native, "usable", lambda t: False)
     for loss, x, y in _curricular_problems(torch.float64):
         got = _value_and_grads(lambda lo, a, b: lo(a, b), loss, x, y)
         want = _value_and_grads(curricular_unfused, loss, x, y)
@@ -143,11 +144,11 @@ def test_curricularface_kernel_equals_the_torch_ops_in_float32(monkeypatch):
     from pytorch_impl import native
 
     assert native.available(), native._STATE["reason"]
-    kernel = native.curricular_rule
+    kernel = native.usable
     for loss, x, y in _curricular_problems(torch.float32):
         got = _value_and_grads(lambda lo, a, b: lo(a, b), loss, x, y)
-        monkeypatch.setattr(native, "curricular_rule", lambda *args: None)
+        monkeypatch.setattr(native, "usable", lambda t: False)
         want = _value_and_grads(lambda lo, a, b: lo(a, b), loss, x, y)
-        monkeypatch.setattr(native, "curricular_rule", kernel)
+        monkeypatch.setattr(native, "usable", kernel)
         np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
         _assert_grads_close(got[1:], want[1:], 1e-5)

@@ -114,15 +114,20 @@ class MarginSoftmax(Loss):
                                       init=mx.init.Normal(0.01))
 
     def hybrid_forward(self, F, x, labels, weight, **params):
+        norm = ops.row_norm(F, x) if self.scale_by_norm or self.uses_norm else None
+        return self.head(F, x, labels, weight, norm, **params)
+
+    def head(self, F, x, labels, weight, norm, **params):
+        """The head, given |x| (``norm``, (B,)) where the loss uses it (else None)."""
         if self.scale_by_norm:
-            xs, r = x, ops.row_norm(F, x)
+            xs, r = x, norm
         elif self.normalize_embedding:
-            xs, r = ops.l2_normalize(F, x) * self.scale, self.scale
+            xs, r = ops.l2_normalize(F, x, self.scale), self.scale
         else:
             xs, r = x, 1.0
         hook = None
         if self.target_logit is not None:
-            extra = (ops.row_norm(F, x),) if self.uses_norm else ()
+            extra = (norm,) if self.uses_norm else ()
 
             def hook(cos):
                 return self.target_logit(F, ops.clamp_st(F, cos, -1.0, 1.0), *extra, **params)

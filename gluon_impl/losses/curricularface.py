@@ -36,7 +36,7 @@ class CurricularFace(Loss):
     def hybrid_forward(self, F, x, labels, weight, t):
         s = self.scale
         hard = (t, s, math.cos(self.margin), math.sin(self.margin), SIN_EPS)
-        return ops.margin_cross_entropy(F, ops.l2_normalize(F, x) * s, weight, labels, s, True,
+        return ops.margin_cross_entropy(F, ops.l2_normalize(F, x, s), weight, labels, s, True,
                                         lambda cos_y: self.target_logit(F, cos_y),
                                         self.num_classes, hard=hard)
 

@@ -43,7 +43,8 @@ class MagFace(MarginSoftmax):
         return F.where(cos < F.cos(math.pi - m), cos - m * F.sin(m), target)
 
     def hybrid_forward(self, F, x, labels, weight, **params):
-        a = self.magnitude(F, ops.row_norm(F, x))
+        norm = ops.row_norm(F, x)  # one |x| for the regulariser and the head's margin
+        a = self.magnitude(F, norm)
         regulariser = F.mean(1.0 / a + a / (self.upper_norm * self.upper_norm))
-        head = super().hybrid_forward(F, x, labels, weight, **params)
+        head = self.head(F, x, labels, weight, norm, **params)
         return head + self.lambda_g * regulariser

@@ -33,7 +33,7 @@ class SubCenterArcFace(Loss):
 
     def hybrid_forward(self, F, x, labels, weight):
         s, rows = self.scale, self.num_classes * self.sub_centers
-        logits = F.FullyConnected(ops.l2_normalize(F, x) * s, ops.l2_normalize(F, weight),
+        logits = F.FullyConnected(ops.l2_normalize(F, x, s), ops.l2_normalize(F, weight),
                                   no_bias=True, num_hidden=rows)
         logits = F.reshape(logits, shape=(0, self.num_classes, self.sub_centers))
         best = F.argmax(F.stop_gradient(logits), axis=2)

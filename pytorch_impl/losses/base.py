@@ -119,7 +119,11 @@ class MarginSoftmax(Loss):
         nn.init.normal_(self.weight, std=0.01)
 
     def compute(self, x, labels):
-        norm = ops.row_norm(x) if self.scale_by_norm or self.uses_norm else None
+        return self.head(x, labels, ops.row_norm(x) if self.scale_by_norm or self.uses_norm
+                         else None)
+
+    def head(self, x, labels, norm):
+        """The fused head, given |x| (``norm``, (B,)) where the loss uses it (else None)."""
         embed_scale = None
         if self.scale_by_norm:
             r = norm

@@ -50,6 +50,7 @@ class MagFace(MarginSoftmax):
         return torch.where(cos < torch.cos(math.pi - m), cos - m * torch.sin(m), target)
 
     def compute(self, x, labels):
-        a = self.magnitude(ops.row_norm(x))
+        norm = ops.row_norm(x)  # one |x| for the regulariser and the head's margin
+        a = self.magnitude(norm)
         regulariser = (1.0 / a + a / (self.upper_norm * self.upper_norm)).mean()
-        return super().compute(x, labels) + self.lambda_g * regulariser
+        return self.head(x, labels, norm) + self.lambda_g * regulariser
