@@ -33,7 +33,7 @@ _SIGNATURES = {
     "softmax_rows": (_P,) * 7 + (_N, _N),
     "softmax_rule_rows": (_P,) * 7 + (None, None, _P, _P, _N, _N),
     "grad_rows": (_P,) * 6 + (_N, _N),
-    "project_rows": (_P,) * 3 + (_N, _N),
+    "project_rows": (_P,) * 4 + (_N, _N),
 }
 
 
@@ -107,7 +107,9 @@ def grad_rows(grad, deriv, col_scale, row_scale, labels, target_grad) -> None:
           row_scale.data_ptr(), labels.data_ptr(), target_grad.data_ptr(), rows, cols)
 
 
-def project_rows(grad, v, k) -> None:
-    """In place: g_i -= v_i <g_i, v_i> k_i (the backward of a row normalisation)."""
+def project_rows(grad, v, k, offset=None) -> None:
+    """In place: g_i -= v_i (<g_i, v_i> k_i - o_i) (the backward of a row normalisation; o, if
+    given, adds a gradient that reaches |v_i| directly, divided by |v_i|)."""
     rows, cols = grad.shape
-    _call("project_rows", grad, grad.data_ptr(), v.data_ptr(), k.data_ptr(), rows, cols)
+    _call("project_rows", grad, grad.data_ptr(), v.data_ptr(), k.data_ptr(), _ptr(offset), rows,
+          cols)

@@ -13,9 +13,26 @@ from . import native
 NORM_EPS_SQ = 1e-24  # |x| = sqrt(sum x^2 + 1e-24): finite gradient at x = 0 (as Gluon's)
 
 
+class _RowNorm(torch.autograd.Function):
+    """|x_i| = sqrt(<x_i, x_i> + 1e-24), backward g_i x_i / |x_i|: two operations each way
+    where the formula as torch operations records six, with B x D temporaries (the norm is
+    on MagFace's, AdaFace's and SphereFace's hot path)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        norm = torch.linalg.vecdot(x, x).add_(NORM_EPS_SQ).sqrt_()
+        ctx.save_for_backward(x, norm)
+        return norm
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, norm = ctx.saved_tensors
+        return x * (grad / norm)[:, None]
+
+
 def row_norm(x: torch.Tensor) -> torch.Tensor:
     """|x_i| for every row, shape (B,), with a finite gradient at the zero vector."""
-    return torch.sqrt((x * x).sum(dim=1) + NORM_EPS_SQ)
+    return _RowNorm.apply(x)
 
 
 def l2_normalize(x: torch.Tensor) -> torch.Tensor:
@@ -105,8 +122,12 @@ class _MarginCrossEntropy(torch.autograd.Function):
         col = labels[:, None]
         fast = native.usable(xs) and xs.is_contiguous() and weight.is_contiguous()
         x_norm = x_scale = inv_norm = None
+        # |x| given (MagFace, AdaFace) with s x / |x|: one norm serves both, and its gradient
+        # joins x's in the backward's projection pass instead of a row_norm backward of its own
+        ctx.fold_norm = norm is not None and embed_scale is not None
         if embed_scale is not None:  # xs is x: the GEMM sees s x / |x|
-            x_norm = row_norm(xs)
+            x_norm = norm.detach() if ctx.fold_norm else \
+                torch.linalg.vecdot(xs, xs).add_(NORM_EPS_SQ).sqrt_()
             x_scale = embed_scale / x_norm
         if normalize_weight:
             w_norm = torch.linalg.vector_norm(weight, dim=1)
@@ -194,12 +215,15 @@ class _MarginCrossEntropy(torch.autograd.Function):
         grad_xs = grad_w = None
         if ctx.needs_input_grad[0]:
             grad_xs = torch.mm(grad, weight)
-            if ctx.embed:  # G W - x <G W, x> / |x|^2
-                _project_rows(grad_xs, xs, 1.0 / (x_norm * x_norm), ctx.fast)
+            if ctx.embed:  # G W - x <G W, x> / |x|^2 (+ x dL/d|x| / |x| for a given |x|)
+                offset = grad_n / x_norm if ctx.fold_norm else None
+                _project_rows(grad_xs, xs, 1.0 / (x_norm * x_norm), ctx.fast, offset)
         if ctx.needs_input_grad[1]:
             grad_w = torch.mm(grad.t(), xs)
             if inv_norm is not None:
                 _project_rows(grad_w, weight, inv_norm * inv_norm, ctx.fast)
+        if ctx.fold_norm:  # already in grad_xs
+            grad_n = None
         return grad_xs, grad_w, None, grad_r, None, None, grad_n, None, None
 
 
@@ -233,19 +257,25 @@ def _grad_rows_torch(grad, deriv, inv_norm, row, col, target_grad):
     grad.scatter_(1, col, target_grad[:, None])
 
 
-def _project_rows(grad, v, k, fast):
-    """grad_i -= v_i <grad_i, v_i> k_i in place (a row normalisation's backward)."""
+def _project_rows(grad, v, k, fast, offset=None):
+    """grad_i -= v_i (<grad_i, v_i> k_i - o_i) in place (a row normalisation's backward; see
+    ``native.project_rows``)."""
     if fast and grad.is_contiguous() and v.is_contiguous():
-        native.project_rows(grad, v, k.contiguous())
+        native.project_rows(grad, v, k.contiguous(),
+                            None if offset is None else offset.contiguous())
     else:
         coef = torch.linalg.vecdot(grad, v) * k
+        if offset is not None:
+            coef = coef - offset
         grad.addcmul_(v, coef[:, None], value=-1.0)
 
 
 def margin_cross_entropy(xs, weight, labels, row_scale, normalize_weight, hook, norm=None,
                          hard=None, embed_scale=None):
     """Fused margin head; see ``_MarginCrossEntropy``. row_scale, norm: (B,) tensors; with
-    ``norm`` the hook is called as hook(cos_y, norm) and the gradient flows into norm too;
+    ``norm`` the hook is called as hook(cos_y, norm) and the gradient flows into norm too (with
+    ``embed_scale``, norm must be ``row_norm(xs)``: the head uses it as |x| and passes its
+    gradient to xs directly);
     ``hard`` = (t, s, cos m, sin m, eps): CurricularFace's hard-negative rule (t without
     gradient); ``embed_scale`` = s: ``xs`` is the raw embedding, used as s x / |x|."""
     return _MarginCrossEntropy.apply(xs, weight, labels, row_scale, normalize_weight, hook,

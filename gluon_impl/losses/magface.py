@@ -38,9 +38,10 @@ class MagFace(MarginSoftmax):
 
     def target_logit(self, F, cos, norm, **params):
         m = self.margin(F, norm)
+        cos_m, sin_m = F.cos(m), F.sin(m)
         sin = F.sqrt(F.maximum(1.0 - cos * cos, SIN_EPS))
-        target = cos * F.cos(m) - sin * F.sin(m)
-        return F.where(cos < F.cos(math.pi - m), cos - m * F.sin(m), target)
+        # theta + m > pi  <=>  cos theta < cos(pi - m) = -cos m
+        return F.where(cos < -cos_m, cos - m * sin_m, cos * cos_m - sin * sin_m)
 
     def hybrid_forward(self, F, x, labels, weight, **params):
         norm = ops.row_norm(F, x)  # one |x| for the regulariser and the head's margin

@@ -8,7 +8,8 @@
 //     + t) + z / s, else deriv_ij <- 1;  z_iy <- target_i;  m_i = max_j z_ij;
 //     L_ij <- e_ij = exp(z_ij - m_i);  sum_i = sum_j e_ij.
 // grad_rows: G_ij = ((e_ij deriv_ij) c_j) a_i, G_iy = target_grad_i (in place over e).
-// project_rows: g_i <- g_i - v_i <g_i, v_i> k_i, the backward of a row normalisation (in place).
+// project_rows: g_i <- g_i - v_i (<g_i, v_i> k_i - o_i), the backward of a row normalisation
+//   (in place), o_i (optional) a gradient reaching |v_i| directly, times 1/|v_i|.
 //
 // The products are taken in the order of the torch-operations fallback in ops.py, so both
 // paths agree to the ulp except exp and the sums' order. No -ffast-math: NaN and inf keep
@@ -106,15 +107,15 @@ void grad_rows(T* __restrict grad, const T* __restrict deriv, const T* __restric
 }
 
 template <typename T>
-void project_rows(T* __restrict grad, const T* __restrict v, const T* __restrict k, int64_t rows,
-                  int64_t cols) {
+void project_rows(T* __restrict grad, const T* __restrict v, const T* __restrict k,
+                  const T* __restrict offset, int64_t rows, int64_t cols) {
   for (int64_t i = 0; i < rows; ++i) {
     T* __restrict g = grad + i * cols;
     const T* __restrict w = v + i * cols;
     T dot = 0;
 #pragma omp simd reduction(+ : dot)
     for (int64_t j = 0; j < cols; ++j) dot += g[j] * w[j];
-    const T c = dot * k[i];
+    const T c = offset != nullptr ? dot * k[i] - offset[i] : dot * k[i];
 #pragma omp simd
     for (int64_t j = 0; j < cols; ++j) g[j] -= w[j] * c;
   }
@@ -150,9 +151,10 @@ struct KeepErrno {
     KeepErrno keep;                                                                            \
     grad_rows<T>(grad, deriv, col_scale, row_scale, labels, target_grad, rows, cols);          \
   }                                                                                            \
-  void project_rows_##SUFFIX(T* grad, const T* v, const T* k, int64_t rows, int64_t cols) {    \
+  void project_rows_##SUFFIX(T* grad, const T* v, const T* k, const T* offset, int64_t rows,    \
+                             int64_t cols) {                                                   \
     KeepErrno keep;                                                                            \
-    project_rows<T>(grad, v, k, rows, cols);                                                   \
+    project_rows<T>(grad, v, k, offset, rows, cols);                                           \
   }
 
 extern "C" {

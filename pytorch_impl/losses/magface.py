@@ -45,9 +45,10 @@ class MagFace(MarginSoftmax):
 
     def target_logit(self, cos, norm):
         m = self.margin(norm)
+        cos_m, sin_m = torch.cos(m), torch.sin(m)
         sin = torch.sqrt(torch.clamp_min(1.0 - cos * cos, SIN_EPS))
-        target = cos * torch.cos(m) - sin * torch.sin(m)
-        return torch.where(cos < torch.cos(math.pi - m), cos - m * torch.sin(m), target)
+        # theta + m > pi  <=>  cos theta < cos(pi - m) = -cos m
+        return torch.where(cos < -cos_m, cos - m * sin_m, cos * cos_m - sin * sin_m)
 
     def compute(self, x, labels):
         norm = ops.row_norm(x)  # one |x| for the regulariser and the head's margin
