@@ -103,27 +103,28 @@ def _goal_summary(rows: list[dict]) -> list[str]:
 # and docs/PERF_HISTORY.md have the profiles behind these sentences).
 REASONS = {
     "curricularface": "CurricularFace rewrites every non-target logit above a per-row threshold "
-                      "(cos_j > cos(theta_y + m)): a B x C rule on top of the margin. The "
-                      "Gluon head applies it inside its C++ row pass (``curricular_lse_rows``), "
-                      "at no extra pass; the PyTorch head inside the fused op with about eight "
-                      "extra B x C passes (mask, multiplier, product forward; derivative and "
-                      "product backward), which a kernel of its own would remove. With random "
-                      "weights nearly every negative is hard, the worst case for it.",
-    "torch small C": "At C=1k the plain PyTorch head takes about 5 ms (idle machine), so the "
-                     "fixed per-call cost of a margin head (the hook's autograd on the B target "
-                     "values, the embedding and weight norms, a few small kernels: about 1-2 ms)"
-                     " is a large fraction; it is constant in C and shrinks at 10k and 100k. "
-                     "MagFace and AdaFace have the longest hooks (they also use |x|).",
+                      "(cos_j > cos(theta_y + m)): a B x C rule on top of the margin. Both "
+                      "heads apply it inside their C++ softmax row pass (Gluon: "
+                      "``curricular_lse_rows``; PyTorch: ``softmax_rule_rows``, which also writes "
+                      "the rule's derivative, one B x C product backward). With random weights "
+                      "nearly every negative is hard, the worst case for it.",
+    "torch small C": "At C=1k the plain PyTorch head takes about 9.5 ms (one thread, idle "
+                     "machine), and a margin head's fixed per-call part is a visible fraction: "
+                     "the hook's autograd on the B target values (15-25 small operations each "
+                     "way at 5-15 us each), the two norms and the Python around them, about "
+                     "0.6-1.5 ms; the B x C and C x D sweeps are single C++ passes. It is "
+                     "constant in C and vanishes at 10k and 100k. MagFace has the longest hook "
+                     "(its margin depends on |x|) and a regulariser on |x| of its own.",
     "torch noise": "PyTorch heads a few % over the limit at C >= 10k: the fused head adds only "
                    "the B target values and two C x D weight-norm passes, and on this shared "
                    "machine the same row moves by 5-10 % between runs (cosface at C=10k: 1.110 "
                    "in the run at commit 975c36a, 1.195 in this one); see the min-max spread.",
     "gluon small C": "At C=1k the plain Gluon head takes about 9 ms (idle machine), and a margin "
-                     "head's fixed part is a large fraction of it: the embeddings' and weights' "
-                     "normalisation (one row pass each way each), the scale, and the hook's "
-                     "operators on the B target values (SphereFace's cos(m theta) polynomial, "
-                     "MagFace's and AdaFace's |x|-dependent margins have the most), each MXNet "
-                     "operator paying its dispatch; constant in C, it vanishes at 10k and 100k.",
+                     "head's fixed part is a visible fraction of it: the weights' and embeddings' "
+                     "normalisation (one C++ row pass each way each), and the hook's operators "
+                     "on the B target values (SphereFace's cos(m theta) polynomial, MagFace's "
+                     "and AdaFace's |x|-dependent margins have the most), each MXNet operator "
+                     "paying its dispatch; constant in C, it vanishes at 10k and 100k.",
     "gluon head": "Gluon margin head at C >= 10k: the fused path (gluon_impl/fused.py: W/|W| "
                   "and the softmax rows in two C++ row-pass operators around FullyConnected) "
                   "measured 0.95-1.09x; a miss here means it did not run (no compiler, "
