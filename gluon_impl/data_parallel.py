@@ -27,7 +27,7 @@ from mxnet import autograd, gluon, nd
 from common.trainloop import split_state
 
 from .losses.base import load_loss_state, loss_state
-from .train import StepOutput, _named_trainable, class_logits
+from .train import StepOutput, _named_trainable, class_logits, torch_sgd_step
 
 KVSTORES = ("local", "device", "dist_sync", "dist_device_sync", "dist_async")
 
@@ -86,15 +86,11 @@ class DataParallelTrainer:
     def _sgd_update(self) -> None:
         """``train.Trainer._sgd_update`` on every context's copy (identical summed grads)."""
         for name, p in self.named_params:
-            bufs = self.buffers.get(name)
-            new = []
-            for k, (w, g) in enumerate(zip(p.list_data(), p.list_grad(), strict=True)):
-                if len(p.shape) > 1 and self.weight_decay:
-                    g = g + self.weight_decay * w
-                buf = g.copy() if bufs is None else self.momentum * bufs[k] + g
-                new.append(buf)
-                w[:] = w - self.lr * buf
-            self.buffers[name] = new
+            if name not in self.buffers:
+                self.buffers[name] = [nd.zeros_like(w) for w in p.list_data()]
+            decay = self.weight_decay if len(p.shape) > 1 else 0.0
+            for w, g, buf in zip(p.list_data(), p.list_grad(), self.buffers[name], strict=True):
+                torch_sgd_step(w, g, buf, self.lr, self.momentum, decay)
 
     def _sync_state(self) -> None:
         """Copy loss state updated on the first context (centres, iteration) to the others."""

@@ -48,6 +48,22 @@ def class_logits(embeddings, weight, normalized: bool, num_classes: int | None =
     return logits
 
 
+def torch_sgd_step(w, g, buf, lr: float, momentum: float, weight_decay: float) -> None:
+    """PyTorch's SGD rule in place: g += wd w; buf = momentum buf + g; w -= lr buf (MXNet's
+    own ``sgd_mom_update`` keeps lr inside the buffer, which differs once the LR changes).
+
+    Three ``sgd_update`` calls, w' = (1 - lr' wd') w - lr' g', with arguments chosen to give
+    each line: one operator each instead of six, no temporaries (the Python loop over a
+    MobileFaceNet's parameters took a third of a Gluon training step at 32 px). The results
+    are torch's float32 operations bit for bit at momentum 0.9 (tests/test_train_parity.py).
+    A first step from buf = 0 gives buf = g, as torch's clone does. ``g`` is overwritten.
+    """
+    if weight_decay:
+        nd.sgd_update(g, w, lr=-weight_decay, wd=0.0, out=g)  # g + wd w
+    nd.sgd_update(buf, g, lr=-1.0, wd=momentum - 1.0, out=buf)  # (1 + momentum - 1) buf + g
+    nd.sgd_update(w, buf, lr=lr, wd=0.0, out=w)  # w - lr buf
+
+
 class Trainer:
     """Backbone + loss head + SGD; the same constructor and methods as ``pytorch_impl.train``."""
 
@@ -76,14 +92,10 @@ class Trainer:
     def _sgd_update(self) -> None:
         for name, p in self.named_params:
             w = p.data()
-            g = p.grad()
-            if p.shape is not None and len(p.shape) > 1 and self.weight_decay:
-                g = g + self.weight_decay * w
-            buf = self.buffers.get(name)
-            # torch clones g into a fresh buffer on the first step (no momentum * 0 term)
-            buf = g.copy() if buf is None else self.momentum * buf + g
-            self.buffers[name] = buf
-            w[:] = w - self.lr * buf
+            if name not in self.buffers:
+                self.buffers[name] = nd.zeros_like(w)
+            decay = self.weight_decay if p.shape is not None and len(p.shape) > 1 else 0.0
+            torch_sgd_step(w, p.grad(), self.buffers[name], self.lr, self.momentum, decay)
 
     def train_step(self, images: np.ndarray, labels: np.ndarray) -> StepOutput:
         """Forward, backward, NaN check, SGD step, ``loss.step``; no update if non-finite."""
