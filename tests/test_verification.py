@@ -246,6 +246,39 @@ def test_evaluate_embeds_with_flip_sum_in_fixed_size_batches(batch_size):
         assert b.min() >= -1.0 and b.max() <= 1.0
 
 
+def test_evaluate_embeds_each_distinct_image_once():
+    """Pair lists reuse images (AT&T's 600 held-out pairs hold 100): each distinct image is
+    embedded once, its embedding copied to every position, the scores those of embedding every
+    position; a non-finite embedding is counted at every position its image holds."""
+    rng = np.random.default_rng(5)
+    pool = rng.integers(0, 256, size=(7, 5, 5, 3), dtype=np.uint8)
+    order = rng.integers(0, 7, size=40)
+    order[:7] = np.arange(7)  # every pool image appears
+    images, issame = pool[order], rng.random(20) < 0.5
+    fn = LinearEmbedder((3, 5, 5))
+    r = V.evaluate(fn, images, issame, batch_size=4, progress=False)
+    assert sum(b.shape[0] for b in fn.batches) == 2 * 8  # 7 distinct: batches of 4, 4 (overlap)
+    x = V.to_network_input(images).astype(np.float64)
+    plain = x.reshape(40, -1) @ fn.w
+    flipped = x[:, :, :, ::-1].reshape(40, -1) @ fn.w
+    want = V.evaluate_embeddings(plain + flipped, issame)
+    np.testing.assert_allclose(r.distances, want.distances, rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(r.accuracies, want.accuracies)
+    distinct, where = V.distinct_images(images)
+    np.testing.assert_array_equal(distinct, pool)
+    np.testing.assert_array_equal(where, order)
+
+    def nan_for_pool_image_3(batch):
+        out = fn(batch)
+        out[np.all(batch == V.to_network_input(pool[3:4])[0], axis=(1, 2, 3))] = np.nan
+        return out
+
+    count = int((order == 3).sum())
+    with pytest.raises(ValueError, match=f"embeddings: {count} of 40 rows contain NaN"):
+        V.evaluate(nan_for_pool_image_3, images, issame, batch_size=4, flip=False,
+                   progress=False)
+
+
 def test_evaluate_without_flip_scores_the_plain_embeddings():
     images, issame = image_pairs()
     fn = LinearEmbedder((3, 5, 5))
