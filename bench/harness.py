@@ -20,6 +20,7 @@ For one data folder (``train.rec``/``train.idx``/``property`` plus verification 
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import sys
 import time
@@ -306,7 +307,8 @@ def preflight(cfg: HarnessConfig) -> tuple[Path, list[Path], list[str]]:
     for folder in (Path(cfg.results) / data.name, Path(cfg.runs) / data.name):
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            probe = folder / ".write-probe"
+            # one name per process: two runs started together must not unlink each other's
+            probe = folder / f".write-probe-{os.getpid()}"
             probe.write_bytes(b"0" * 4096)
             probe.unlink()
         except OSError as exc:
