@@ -335,13 +335,16 @@ def embed_images(embed_fn: Callable[[np.ndarray], np.ndarray], images, batch_siz
 
 def distinct_images(imgs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(the distinct images in order of first appearance, index of each image among them)."""
-    first: dict[bytes, int] = {}
+    index: dict[bytes, int] = {}
+    keep: list[int] = []
     where = np.empty(imgs.shape[0], dtype=np.int64)
     for i, img in enumerate(imgs):
-        where[i] = first.setdefault(img.tobytes(), len(first))
-    keep = np.empty(len(first), dtype=np.int64)
-    keep[where[::-1]] = np.arange(imgs.shape[0])[::-1]  # the first index of each
-    return imgs[keep], where
+        key = img.tobytes()
+        if key not in index:
+            index[key] = len(keep)
+            keep.append(i)
+        where[i] = index[key]
+    return imgs[np.asarray(keep, dtype=np.int64)], where
 
 
 def _embed_batches(embed_fn, imgs: np.ndarray, batch_size: int, flip: bool, progress: bool):

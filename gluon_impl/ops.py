@@ -27,7 +27,7 @@ def l2_normalize(F, x, scale: float = 1.0):
     from . import fused
 
     if fused.available():
-        return F.l2norm_rows(x) if scale == 1.0 else F.l2norm_rows(x, scale=scale)
+        return F.l2norm_rows(x, scale=scale)
     out = F.L2Normalization(x, eps=NORM_EPS_SQ, mode="instance")
     return out if scale == 1.0 else out * scale
 

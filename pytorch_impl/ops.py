@@ -13,6 +13,11 @@ from . import native
 NORM_EPS_SQ = 1e-24  # |x| = sqrt(sum x^2 + 1e-24): finite gradient at x = 0 (as Gluon's)
 
 
+def _norms(x: torch.Tensor) -> torch.Tensor:
+    """sqrt(<x_i, x_i> + 1e-24) per row, no autograd (``row_norm``'s and the head's value)."""
+    return torch.linalg.vecdot(x, x).add_(NORM_EPS_SQ).sqrt_()
+
+
 class _RowNorm(torch.autograd.Function):
     """|x_i| = sqrt(<x_i, x_i> + 1e-24), backward g_i x_i / |x_i|: two operations each way
     where the formula as torch operations records six, with B x D temporaries (the norm is
@@ -20,7 +25,7 @@ class _RowNorm(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x):
-        norm = torch.linalg.vecdot(x, x).add_(NORM_EPS_SQ).sqrt_()
+        norm = _norms(x)
         ctx.save_for_backward(x, norm)
         return norm
 
@@ -126,8 +131,7 @@ class _MarginCrossEntropy(torch.autograd.Function):
         # joins x's in the backward's projection pass instead of a row_norm backward of its own
         ctx.fold_norm = norm is not None and embed_scale is not None
         if embed_scale is not None:  # xs is x: the GEMM sees s x / |x|
-            x_norm = norm.detach() if ctx.fold_norm else \
-                torch.linalg.vecdot(xs, xs).add_(NORM_EPS_SQ).sqrt_()
+            x_norm = norm.detach() if ctx.fold_norm else _norms(xs)
             x_scale = embed_scale / x_norm
         if normalize_weight:
             w_norm = torch.linalg.vector_norm(weight, dim=1)
