@@ -6,7 +6,8 @@ cache key is a hash of the source, the flags, the caller's extra parts (e.g. the
 version) and the CPU's flags (``-march=native`` code runs only where it was built). Cache:
 ``$FACELOSSES_CACHE``, else ``$XDG_CACHE_HOME/facelosses``, else ``~/.cache/facelosses``; the
 compiler: ``$CXX``, else ``g++``. Every failure raises RuntimeError with the reason, so callers
-can fall back to their pure-framework path and say why.
+can fall back to their pure-framework path and say why; ``LoadOnce`` holds the load-once,
+fall-back-with-a-reason logic both backends share. ``FACELOSSES_FUSED=0`` turns both off.
 """
 
 from __future__ import annotations
@@ -17,7 +18,11 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import threading
+import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 # no -ffast-math: NaN and inf keep their meaning; -fopenmp-simd only honours the sources'
 # `omp simd` reductions (no OpenMP runtime, which could clash with the framework's)
@@ -71,3 +76,39 @@ def build(source: Path, extra_key: tuple[bytes, ...] = (), flags=FLAGS) -> Path:
     if not lib.exists():  # builds of other sources stay: checkouts may share the cache
         _compile(compiler, source, lib, flags)
     return lib
+
+
+class LoadOnce:
+    """Runs ``load`` on the first ``get()`` (once, under a lock) and keeps what it returned.
+
+    Any exception means "use the framework's own operations": ``get()`` then returns None and
+    ``reason`` says why, and a RuntimeWarning says it once, unless the user turned the kernels
+    off (``FACELOSSES_FUSED=0``) or ``quiet(reason)`` holds (a default-off case, not a fault).
+    """
+
+    def __init__(self, load: Callable[[], Any], what: str, fallback: str,
+                 quiet: Callable[[str], bool] = lambda reason: False):
+        self._load, self._what, self._fallback, self._quiet = load, what, fallback, quiet
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the outcome: the next ``get()`` loads again (tests switch settings so)."""
+        self.done, self.value, self.reason = False, None, ""
+
+    def get(self) -> Any:
+        if not self.done:
+            with self._lock:
+                if not self.done:
+                    try:
+                        if os.environ.get("FACELOSSES_FUSED", "") == "0":
+                            raise RuntimeError("off: FACELOSSES_FUSED=0")
+                        self.value = self._load()
+                    except Exception as exc:  # noqa: BLE001  any failure -> the fallback
+                        self.value, self.reason = None, str(exc)
+                        if os.environ.get("FACELOSSES_FUSED", "") != "0" and \
+                                not self._quiet(self.reason):
+                            warnings.warn(f"{self._what} unavailable, using {self._fallback}: "
+                                          f"{exc}", RuntimeWarning, stacklevel=3)
+                    self.done = True
+        return self.value

@@ -20,58 +20,43 @@ and compiler: see ``common.native``.
 from __future__ import annotations
 
 import os
-import threading
-import warnings
 from pathlib import Path
 
 from common import native
 
 SOURCE = Path(__file__).resolve().parent / "csrc" / "fused_margin_ce.cc"
 OPS = ("margin_lse_rows", "l2norm_rows", "curricular_lse_rows", "norm_rows")
-_LOCK = threading.Lock()
-_STATE: dict = {"done": False, "ok": False, "reason": ""}
 
 
-def _load() -> None:
+def _load() -> bool:
     import mxnet as mx
 
-    setting = os.environ.get("FACELOSSES_FUSED", "")
-    if setting == "0":
-        raise RuntimeError("off: FACELOSSES_FUSED=0")
-    if setting != "1" and mx.context.num_gpus() > 0:
+    if os.environ.get("FACELOSSES_FUSED", "") != "1" and mx.context.num_gpus() > 0:
         # the operators have CPU kernels only: where MXNet sees a GPU, the loss would most
         # likely run there, so the default is the pure-Gluon graph
         raise RuntimeError("off by default where MXNet sees a GPU (CPU-only operators); "
                            "FACELOSSES_FUSED=1 turns it on for losses on CPU contexts")
     if all(hasattr(mx.nd, op) for op in OPS):  # loaded already: MXNet refuses a second one
-        return
+        return True
     mx_dir = Path(mx.__file__).resolve().parent
     lib = native.build(SOURCE, (mx.__version__.encode(), str(mx_dir).encode()))
     mx.library.load(str(lib), verbose=False)
     missing = [op for op in OPS if not (hasattr(mx.nd, op) and hasattr(mx.sym, op))]
     if missing:
         raise RuntimeError(f"{lib} loaded but registered no {', '.join(missing)}")
+    return True
+
+
+# off by default where MXNet sees a GPU: a setting, not a fault, so no warning then
+OPERATORS = native.LoadOnce(_load, "fused margin cross-entropy", "the pure-Gluon head",
+                            quiet=lambda reason: "GPU" in reason)
 
 
 def available() -> bool:
-    """True once the operator is registered (built and loaded on the first call)."""
-    if not _STATE["done"]:
-        with _LOCK:
-            if not _STATE["done"]:
-                try:
-                    _load()
-                    _STATE["ok"] = True
-                except Exception as exc:  # noqa: BLE001  any failure -> pure-Gluon fallback
-                    _STATE["reason"] = str(exc)
-                    if os.environ.get("FACELOSSES_FUSED", "") != "0" and \
-                            "GPU" not in _STATE["reason"]:  # wanted, not had: say why once
-                        warnings.warn("fused margin cross-entropy unavailable, using the "
-                                      f"pure-Gluon head: {exc}", RuntimeWarning,
-                                      stacklevel=2)
-                _STATE["done"] = True
-    return _STATE["ok"]
+    """True once the operators are registered (built and loaded on the first call)."""
+    return OPERATORS.get() is not None
 
 
 def unavailable_reason() -> str:
     """Why ``available()`` is False ('' when it is True or was not asked yet)."""
-    return _STATE["reason"]
+    return OPERATORS.reason

@@ -14,9 +14,6 @@ checks both give the same numbers). The kernels run on one thread.
 from __future__ import annotations
 
 import ctypes
-import os
-import threading
-import warnings
 from pathlib import Path
 
 import torch
@@ -24,8 +21,6 @@ import torch
 from common import native
 
 SOURCE = Path(__file__).resolve().parent / "csrc" / "head_passes.cc"
-_LOCK = threading.Lock()
-_STATE: dict = {"done": False, "lib": None, "reason": ""}
 _SUFFIX = {torch.float32: ("f32", ctypes.c_float), torch.float64: ("f64", ctypes.c_double)}
 _P, _N = ctypes.c_void_p, ctypes.c_int64
 # function -> argument types, with None standing for the dtype's scalar
@@ -38,8 +33,6 @@ _SIGNATURES = {
 
 
 def _load():
-    if os.environ.get("FACELOSSES_FUSED", "") == "0":
-        raise RuntimeError("off: FACELOSSES_FUSED=0")
     lib = ctypes.CDLL(str(native.build(SOURCE)))
     for suffix, scalar in _SUFFIX.values():
         for name, args in _SIGNATURES.items():
@@ -49,20 +42,17 @@ def _load():
     return lib
 
 
+LIB = native.LoadOnce(_load, "fused head kernels", "torch operations")
+
+
 def available() -> bool:
     """True once the kernels are built and loaded (on the first call)."""
-    if not _STATE["done"]:
-        with _LOCK:
-            if not _STATE["done"]:
-                try:
-                    _STATE["lib"] = _load()
-                except Exception as exc:  # noqa: BLE001  any failure -> the torch path
-                    _STATE["reason"] = str(exc)
-                    if os.environ.get("FACELOSSES_FUSED", "") != "0":
-                        warnings.warn(f"fused head kernels unavailable, using torch "
-                                      f"operations: {exc}", RuntimeWarning, stacklevel=2)
-                _STATE["done"] = True
-    return _STATE["lib"] is not None
+    return LIB.get() is not None
+
+
+def unavailable_reason() -> str:
+    """Why ``available()`` is False ('' when it is True or was not asked yet)."""
+    return LIB.reason
 
 
 def usable(t: torch.Tensor) -> bool:
@@ -76,7 +66,7 @@ def _ptr(t):
 
 def _call(name: str, like: torch.Tensor, *args):
     suffix, scalar = _SUFFIX[like.dtype]
-    getattr(_STATE["lib"], f"{name}_{suffix}")(
+    getattr(LIB.value, f"{name}_{suffix}")(
         *(scalar(a) if isinstance(a, float) else a for a in args))
 
 

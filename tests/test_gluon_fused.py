@@ -21,11 +21,11 @@ MARGIN_LOSSES = [n for n in GL.list_losses() if loss_class(n).softmax_family]
 @pytest.fixture()
 def fresh_state():
     """``fused.available()`` asks again in the test; the module's state is restored after."""
-    saved = dict(fused._STATE)
-    fused._STATE.update(done=False, ok=False, reason="")
+    loader = fused.OPERATORS
+    saved = (loader.done, loader.value, loader.reason)
+    loader.reset()
     yield
-    fused._STATE.clear()
-    fused._STATE.update(saved)
+    loader.done, loader.value, loader.reason = saved
 
 
 @pytest.fixture()
@@ -35,7 +35,7 @@ def fused_switch(monkeypatch, fresh_state):
     assert fused.available(), f"the fused operator did not build: {fused.unavailable_reason()}"
 
     def switch(on: bool) -> None:
-        fused._STATE["ok"] = on
+        fused.OPERATORS.value = True if on else None
 
     return switch
 

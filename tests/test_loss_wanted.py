@@ -127,7 +127,7 @@ def test_curricularface_fused_head_equals_the_unfused_formula(path, monkeypatch)
     from pytorch_impl import native
 
     if path == "kernel":
-        assert native.available(), native._STATE["reason"]
+        assert native.available(), native.unavailable_reason()
     else:
         monkeypatch.setattr(native, "usable", lambda t: False)
     for loss, x, y in _curricular_problems(torch.float64):
@@ -143,7 +143,7 @@ def test_curricularface_kernel_equals_the_torch_ops_in_float32(monkeypatch):
     alone moves the saturated gradients by ~1e-4 of their scale."""
     from pytorch_impl import native
 
-    assert native.available(), native._STATE["reason"]
+    assert native.available(), native.unavailable_reason()
     kernel = native.usable
     for loss, x, y in _curricular_problems(torch.float32):
         got = _value_and_grads(lambda lo, a, b: lo(a, b), loss, x, y)
