@@ -53,6 +53,15 @@ def cells_dir(results: Path, dataset: str, seed: int) -> Path:
     return seed_dir(results, dataset, seed) / dataset
 
 
+def seeds_on_disk(results: Path, dataset: str) -> list[int]:
+    """Seeds that have a cells folder under ``results/<dataset>/``, e.g. from earlier runs."""
+    found = []
+    for d in (Path(results) / dataset).glob("seed*"):
+        if d.name[4:].isdigit() and (d / dataset / "cells").is_dir():
+            found.append(int(d.name[4:]))
+    return sorted(found)
+
+
 def load_seed_cells(results: Path, dataset: str, family_hashes: dict) -> dict:
     """``{seed: [cell]}`` for the cells matching each seed's family hash."""
     return {seed: res.load_cells(cells_dir(results, dataset, seed), fh)
@@ -175,8 +184,12 @@ def _pct(v):
 def to_markdown(dataset: str, meta: dict, rows, gaps, mcn, ranks, expected: int) -> str:
     cfg, env = meta["config"], meta["environment"]
     done = len(_ok(rows))
+    ran = meta.get("seeds_run")
+    seeds = f"Seeds {meta['seeds']}" + (
+        f" (the command below ran seeds {ran}; the others' cells were already here)"
+        if ran and sorted(ran) != sorted(meta["seeds"]) else "")
     lines = [f"# {dataset}: margin losses, PyTorch vs Gluon, over seeds", "",
-             f"Seeds {meta['seeds']}; cells finished: {done} of {expected} "
+             f"{seeds}; cells finished: {done} of {expected} "
              f"(losses x backends x seeds). Data: {json.dumps(meta.get('data', {}))}", "",
              "Config (seed aside): " + ", ".join(f"`{k}={cfg[k]}`" for k in sorted(cfg)
                                                  if k != "seed"), "",
@@ -233,12 +246,19 @@ def to_markdown(dataset: str, meta: dict, rows, gaps, mcn, ranks, expected: int)
 
 
 def write_report(results: Path, dataset: str, family_hashes: dict, meta: dict,
-                 expected_cells: int, plots: bool = True) -> Path:
-    """Rebuild every table (and the curves) of ``results/<dataset>/``; returns results.md."""
+                 losses, plots: bool = True) -> Path:
+    """Rebuild every table (and the curves) of ``results/<dataset>/``; returns results.md.
+
+    ``family_hashes``: {seed: hash} of every seed to show; ``losses``: the loss names asked for.
+    Cells of other losses that match the config are shown too, and "cells finished" counts
+    against both (losses asked or found) x 2 backends x seeds.
+    """
     out = Path(results) / dataset
     out.mkdir(parents=True, exist_ok=True)
     cells_by_seed = load_seed_cells(results, dataset, family_hashes)
     rows = result_rows(dataset, cells_by_seed)
+    expected_cells = (len(set(losses) | {r["loss"] for r in rows}) * len(BACKENDS)
+                      * len(family_hashes))
     gaps, mcn = gap_rows(results, dataset, rows)
     ranks = ranking_rows(dataset, rows)
     for name, table, cols in (("results.csv", rows, RESULT_COLUMNS),

@@ -179,7 +179,7 @@ def test_report_pairs_backends_by_seed_and_counts_discordant_pairs(tmp_path):
     meta = {"config": {}, "seeds": [0, 1, 2], "command": "test", "environment": {
         "git_commit": "c", "cpu": "cpu", "python": "3", "packages": {}}}
     md = real_report.write_report(tmp_path, "toy", {s: f"fam{s}" for s in (0, 1, 2)}, meta,
-                                  expected_cells=6, plots=False)
+                                  losses=["arcface", "cosface"], plots=False)
     g = pd.read_csv(tmp_path / "toy" / "gap.csv", comment="#").iloc[0]
     diffs = [acc["pytorch", s] - acc["gluon", s] for s in (0, 1, 2)]
     assert g.diff_mean == pytest.approx(np.mean(diffs), abs=1e-12)
@@ -190,4 +190,5 @@ def test_report_pairs_backends_by_seed_and_counts_discordant_pairs(tmp_path):
     assert g.mcnemar_pooled_p == pytest.approx(binomial_two_sided_half(b, b + c))
     rows = pd.read_csv(tmp_path / "toy" / "results.csv", comment="#")
     assert len(rows) == 6 and sorted(set(rows.seed)) == [0, 1, 2]
-    assert "cells finished: 6 of 6" in md.read_text()
+    # cosface was asked for and has no cell: 6 of (2 losses x 2 backends x 3 seeds)
+    assert "cells finished: 6 of 12" in md.read_text()

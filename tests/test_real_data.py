@@ -178,3 +178,13 @@ def test_real_command_runs_seeds_writes_the_gap_and_resumes(tmp_path, capsys):
     assert main(argv) == 0  # a rerun skips every finished cell
     assert capsys.readouterr().out.count("[skip]") == 4
     assert [p.stat().st_mtime_ns for p in cells] == stamps
+    # a run of one seed (e.g. one of two processes) keeps the other seed in the tables
+    i = argv.index("--seeds")
+    one_seed = argv[:i] + ["--seeds", "1"] + argv[i + 3:]
+    assert main(one_seed + ["--report-only"]) == 0
+    rows = pd.read_csv(out / "results.csv", comment="#")
+    assert sorted(set(rows.seed)) == [0, 1]
+    assert pd.read_csv(out / "gap.csv", comment="#").iloc[0].seeds == "0 1"
+    md = (out / "results.md").read_text()
+    assert "Seeds [0, 1] (the command below ran seeds [1]" in md
+    assert "cells finished: 4 of 4" in md

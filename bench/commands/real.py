@@ -10,7 +10,9 @@ ranking.csv (ties where intervals overlap), results.md and curves.png under RESU
 
 Resumes: finished cells are skipped, an interrupted cell restarts from its last epoch
 checkpoint in RUNS/, so a long comparison can be completed in several sittings by rerunning the
-same command. ``--report-only`` rebuilds the tables from the cells without training.
+same command. ``--report-only`` rebuilds the tables from the cells without training. The tables
+always cover every seed that has cells under RESULTS/<dataset>/ (besides ``--seeds``), so two
+processes running one seed each both keep the combined tables whole.
 """
 
 from __future__ import annotations
@@ -141,20 +143,23 @@ def run(args) -> int:
         source = real_data.manifest(data)
     dataset = data.name
     cfgs = {s: harness_config(args, data, s, command) for s in args.seeds}
-    hashes = {s: family_hash(c) for s, c in cfgs.items()}
-    n_losses = len(_loss_list(args.losses) or known_losses())
+    # the tables cover every seed with cells here, not only this run's: a run of one seed
+    # (e.g. two processes, one seed each) must not drop the others from the combined tables
+    shown = sorted(set(args.seeds) | set(real_report.seeds_on_disk(args.results, dataset)))
+    hashes = {s: family_hash(cfgs.get(s) or harness_config(args, data, s, command))
+              for s in shown}
+    losses = _loss_list(args.losses) or tuple(known_losses())
     first = next(iter(cfgs.values()))
     from bench.harness import _hashed
 
     config = {k: v for k, v in _hashed(first).items() if k != "seed"}
     meta = {"config": {**config, "losses": list(first.losses) or "all"},
-            "seeds": list(args.seeds), "dataset": dataset,
+            "seeds": shown, "seeds_run": list(args.seeds), "dataset": dataset,
             "data": source, "environment": res.environment(),
             "command": command}
-    expected = n_losses * 2 * len(args.seeds)
 
     def report():
-        return real_report.write_report(args.results, dataset, hashes, meta, expected)
+        return real_report.write_report(args.results, dataset, hashes, meta, losses)
 
     if args.report_only:
         print(f"wrote {report()}")
