@@ -1,9 +1,11 @@
-"""Refresh the results block of README.md from a results.csv written by `python -m bench run`.
+"""Refresh a results block of README.md from the tables the bench wrote.
 
-The block between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->`` is replaced by a
-compact table (one row per loss: each backend's accuracy mean +- std, their difference and
-training throughput) and the command, commit and CPU that produced it; nothing else in the
-README changes.
+The block between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->`` is replaced; nothing
+else in the README changes. From a results.csv of `python -m bench run` (``--results``): a
+compact table, one row per loss (each backend's accuracy mean +- std, their difference and
+training throughput), and the command, commit and CPU that produced it. With ``--real DIR...``
+(folders `python -m bench real` wrote): one row per data set (``bench.real_summary``), into
+the ``real`` block.
 """
 
 from __future__ import annotations
@@ -22,8 +24,12 @@ def add_arguments(parser) -> None:
                         help="results.csv written by `python -m bench run`")
     parser.add_argument("--readme", type=Path, default=Path("README.md"),
                         help="the file whose marked block is replaced")
-    parser.add_argument("--name", default="synthetic",
-                        help="marker name: <!-- results:NAME --> ... <!-- /results:NAME -->")
+    parser.add_argument("--real", type=Path, nargs="+", metavar="DIR", default=None,
+                        help="instead of --results: results/<set>/ folders of `python -m bench "
+                             "real`, summarised one row per set")
+    parser.add_argument("--name", default=None,
+                        help="marker name: <!-- results:NAME --> ... <!-- /results:NAME --> "
+                             "(default: synthetic, or real with --real)")
 
 
 def _metadata(csv_path: Path) -> dict:
@@ -87,15 +93,31 @@ def compact_table(csv_path: Path) -> str:
     return "\n".join(lines)
 
 
+def _real_block(folders) -> str:
+    from bench import real_summary
+
+    names = " ".join(Path(f).as_posix() for f in folders)
+    return (f"{real_summary.table(folders)}\n\nRefreshed by `python -m bench readme --real "
+            f"{names}` from each folder's gap.csv and ranking.csv; every cell's commit, "
+            f"config and command are in its results.md.")
+
+
 def run(args) -> int:
-    if not args.results.is_file():
-        raise FileNotFoundError(f"{args.results}: no results table; run `python -m bench run`")
+    name = args.name or ("real" if args.real else "synthetic")
+    if args.real:
+        body = _real_block(args.real)
+        source = ", ".join(str(f) for f in args.real)
+    else:
+        if not args.results.is_file():
+            raise FileNotFoundError(f"{args.results}: no results table; run "
+                                    f"`python -m bench run`")
+        body, source = compact_table(args.results), str(args.results)
     text = args.readme.read_text()
-    start, end = f"<!-- results:{args.name} -->", f"<!-- /results:{args.name} -->"
+    start, end = f"<!-- results:{name} -->", f"<!-- /results:{name} -->"
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
     if not pattern.search(text):
         raise ValueError(f"{args.readme}: markers {start} ... {end} not found")
-    block = f"{start}\n{compact_table(args.results)}\n{end}"
+    block = f"{start}\n{body}\n{end}"
     args.readme.write_text(pattern.sub(lambda _: block, text, count=1))
-    print(f"updated {args.readme} from {args.results}")
+    print(f"updated {args.readme} from {source}")
     return 0
