@@ -5,6 +5,9 @@
 - ``accuracy_bars.png``: final verification accuracy (+- std over the 10 folds) per loss and
   backend, one panel per verification target.
 - ``roc/<target>__<loss>.png``: ROC curves of both backends, via ``bench.verification_plots``.
+- ``gap.png`` (real-data reports over seeds, ``bench.real_report``): per loss, each backend's
+  accuracy with its 95 % interval over seeds (the ranking, ties visible as overlaps) beside the
+  paired torch - gluon gap with its interval.
 
 Figures are built with ``matplotlib.figure.Figure`` (no pyplot state, no display needed).
 """
@@ -129,3 +132,60 @@ def make_all(out_dir: Path, cells: list[dict]) -> list[Path]:
                accuracy_bars(cells, out_dir / "accuracy_bars.png")]
     written += roc_curves(out_dir, cells)
     return [p for p in written if p is not None]
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not math.isnan(v)
+
+
+def ranking_and_gap(ranks: list[dict], gaps: list[dict], path: Path) -> Path | None:
+    """Left: accuracy mean and 95 % interval over seeds per loss and backend, best at the top;
+    right: the paired torch - gluon gap and its interval (red where it excludes zero)."""
+    targets = sorted({r["target"] for r in ranks})
+    if not targets:
+        return None
+    n = max(len({r["loss"] for r in ranks if r["target"] == t}) for t in targets)
+    fig = Figure(figsize=(11.0, (0.24 * n + 1.4) * len(targets)), layout="constrained")
+    for t, target in enumerate(targets):
+        acc_ax = fig.add_subplot(len(targets), 2, 2 * t + 1)
+        gap_ax = fig.add_subplot(len(targets), 2, 2 * t + 2, sharey=acc_ax)
+        by = {(r["loss"], r["backend"]): r for r in ranks if r["target"] == target}
+        losses = sorted({lo for lo, _ in by}, key=lambda lo: np.nanmean(
+            [by[lo, b]["mean"] for b in STYLE if (lo, b) in by]))
+        y = np.arange(len(losses))
+        for j, backend in enumerate(STYLE):
+            got = [by.get((lo, backend)) for lo in losses]
+            yy = y + (0.15 if j == 0 else -0.15)
+            mean = np.array([100 * g["mean"] if g else np.nan for g in got])
+            lo_ = np.array([100 * g["ci95_lo"] if g and _finite(g["ci95_lo"]) else np.nan
+                            for g in got])
+            hi_ = np.array([100 * g["ci95_hi"] if g and _finite(g["ci95_hi"]) else np.nan
+                            for g in got])
+            err = np.vstack([np.nan_to_num(mean - lo_), np.nan_to_num(hi_ - mean)])
+            acc_ax.errorbar(mean, yy, xerr=err, fmt="o", ms=3, lw=1, capsize=2,
+                            color=STYLE[backend]["color"], label=backend)
+        ranks_of = {lo: "/".join(str(by[lo, b]["rank"]) if (lo, b) in by else "-"
+                                 for b in STYLE) for lo in losses}
+        acc_ax.set_yticks(y, [f"{lo} ({ranks_of[lo]})" for lo in losses], fontsize="small")
+        acc_ax.set_xlabel("verification accuracy, % (mean, 95 % interval over seeds)")
+        acc_ax.set_title(f"{target}: ranking (rank PyTorch/Gluon; overlapping = tied)",
+                         fontsize="medium")
+        acc_ax.legend(fontsize="small", loc="lower right")
+        acc_ax.grid(axis="x", alpha=0.3)
+        g_by = {g["loss"]: g for g in gaps if g["target"] == target}
+        for i, lo in enumerate(losses):
+            g = g_by.get(lo)
+            if g is None:
+                continue
+            mean = 100 * g["diff_mean"]
+            color = "tab:red" if str(g["ci_excludes_zero"]).lower() == "true" else "0.3"
+            if _finite(g["diff_ci95_lo"]):
+                gap_ax.plot([100 * g["diff_ci95_lo"], 100 * g["diff_ci95_hi"]], [i, i],
+                            color=color, lw=1.2)
+            gap_ax.plot([mean], [i], "o", ms=3, color=color)
+        gap_ax.axvline(0.0, color="k", lw=0.8)
+        gap_ax.tick_params(axis="y", labelleft=False)
+        gap_ax.set_xlabel("torch - gluon, points (paired by seed, 95 % interval)")
+        gap_ax.set_title("backend gap (red: interval excludes 0)", fontsize="medium")
+        gap_ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)

@@ -13,7 +13,9 @@ that match the current config (the harness's family hash) and writes, under ``re
 - ``ranking.csv``: per backend, losses ranked with ties where the 95 % intervals overlap;
 - ``results.md``: all of the above as Markdown with config, seeds, commit, packages, CPU, command;
 - ``curves.png``: training loss per step and accuracy per epoch, both backends overlaid per loss
-  (every seed drawn), via ``bench.plots.training_curves``.
+  (every seed drawn), via ``bench.plots.training_curves``;
+- ``gap.png``: the ranking (each backend's accuracy and 95 % interval per loss) beside the
+  backend gap per loss with its interval, via ``bench.plots.ranking_and_gap``.
 
 Statistics: ``bench.gap``. Every file is written atomically; the report can be rebuilt at any
 time from the cells (``python -m bench real --report-only``).
@@ -270,10 +272,11 @@ def write_report(results: Path, dataset: str, family_hashes: dict, meta: dict,
     atomic_write_bytes(md, to_markdown(dataset, meta, rows, gaps, mcn, ranks,
                                        expected_cells).encode("utf-8"))
     if plots:
-        from bench.plots import training_curves
+        from bench.plots import ranking_and_gap, training_curves
 
         training_curves([c for cells in cells_by_seed.values() for c in cells],
                         out / "curves.png")
+        ranking_and_gap(ranks, gaps, out / "gap.png")
     return md
 
 

@@ -192,3 +192,21 @@ def test_report_pairs_backends_by_seed_and_counts_discordant_pairs(tmp_path):
     assert len(rows) == 6 and sorted(set(rows.seed)) == [0, 1, 2]
     # cosface was asked for and has no cell: 6 of (2 losses x 2 backends x 3 seeds)
     assert "cells finished: 6 of 12" in md.read_text()
+
+
+def test_ranking_and_gap_plot_draws_one_seed_rows_without_an_interval(tmp_path):
+    from bench.plots import ranking_and_gap
+
+    nan = float("nan")
+    ranks = [{"target": "heldout", "loss": loss, "backend": b, "rank": 1, "mean": m,
+              "ci95_lo": lo, "ci95_hi": hi}
+             for loss, m, lo, hi in (("arcface", 0.8, 0.7, 0.9), ("softmax", 0.7, nan, nan))
+             for b in ("pytorch", "gluon")]
+    gaps = [{"target": "heldout", "loss": "arcface", "diff_mean": 0.02, "diff_ci95_lo": 0.01,
+             "diff_ci95_hi": 0.03, "ci_excludes_zero": "true"},
+            {"target": "heldout", "loss": "softmax", "diff_mean": -0.01, "diff_ci95_lo": nan,
+             "diff_ci95_hi": nan, "ci_excludes_zero": "n/a"}]
+    path = ranking_and_gap(ranks, gaps, tmp_path / "gap.png")
+    assert path.stat().st_size > 5000
+    assert ranking_and_gap([], [], tmp_path / "none.png") is None
+    assert not (tmp_path / "none.png").exists()

@@ -174,6 +174,7 @@ def test_real_command_runs_seeds_writes_the_gap_and_resumes(tmp_path, capsys):
     cells = sorted(out.glob("seed*/toyfaces/cells/*.json"))
     stamps = [p.stat().st_mtime_ns for p in cells]
     assert len(cells) == 4 and (out / "curves.png").is_file()
+    assert (out / "gap.png").stat().st_size > 5000
     capsys.readouterr()
     assert main(argv) == 0  # a rerun skips every finished cell
     assert capsys.readouterr().out.count("[skip]") == 4
