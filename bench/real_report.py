@@ -195,7 +195,10 @@ def to_markdown(dataset: str, meta: dict, rows, gaps, mcn, ranks, expected: int)
              f"(losses x backends x seeds). Data: {json.dumps(meta.get('data', {}))}", "",
              "Config (seed aside): " + ", ".join(f"`{k}={cfg[k]}`" for k in sorted(cfg)
                                                  if k != "seed"), "",
-             f"Commit `{env['git_commit']}`, CPU {env['cpu']}, Python {env['python']}, "
+             f"Tables written at commit `{env['git_commit']}`"
+             + (f"; cells trained at {', '.join(f'`{c}`' for c in meta['cell_commits'])} "
+                f"(each cell's own in its cells/*.json)" if meta.get("cell_commits") else "")
+             + f". CPU {env['cpu']}, Python {env['python']}, "
              + ", ".join(f"{k} {v}" for k, v in sorted(env["packages"].items())), "",
              f"Command: `{meta['command']}`", "",
              "Accuracy: 10-fold verification accuracy on the held-out pairs, in %. "
@@ -259,6 +262,9 @@ def write_report(results: Path, dataset: str, family_hashes: dict, meta: dict,
     out.mkdir(parents=True, exist_ok=True)
     cells_by_seed = load_seed_cells(results, dataset, family_hashes)
     rows = result_rows(dataset, cells_by_seed)
+    meta = {**meta, "cell_commits": sorted({str(c["git_commit"])[:12]
+                                            for cells in cells_by_seed.values() for c in cells
+                                            if c.get("git_commit")})}
     expected_cells = (len(set(losses) | {r["loss"] for r in rows}) * len(BACKENDS)
                       * len(family_hashes))
     gaps, mcn = gap_rows(results, dataset, rows)
