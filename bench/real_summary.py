@@ -55,11 +55,9 @@ def row(folder: Path) -> dict[str, str]:
         out[label] = (f"{best.loss} {_pct(best['mean'])} +- {_pct(best.sd)} "
                       f"({tied} of {len(r)} share rank 1)")
     excl = gaps[gaps.ci_excludes_zero.astype(str).str.lower() == "true"]
-    out["excl"] = "; ".join(
-        f"{g.loss} {100 * g.diff_mean:+.2f} [{100 * g.diff_ci95_lo:+.2f}, "
-        f"{100 * g.diff_ci95_hi:+.2f}]" for g in excl.itertuples()) or "none"
-    out["excl"] = f"{len(excl)} of {len(gaps)}: {out['excl']}" if len(excl) else \
-        f"0 of {len(gaps)}"
+    listed = "; ".join(f"{g.loss} {100 * g.diff_mean:+.2f} [{100 * g.diff_ci95_lo:+.2f}, "
+                       f"{100 * g.diff_ci95_hi:+.2f}]" for g in excl.itertuples())
+    out["excl"] = f"{len(excl)} of {len(gaps)}" + (f": {listed}" if listed else "")
     out["mcnemar"] = f"{int((gaps.mcnemar_pooled_p < 0.05).sum())} of {len(gaps)}"
     return out
 
