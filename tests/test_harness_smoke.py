@@ -96,3 +96,22 @@ def test_the_commit_is_read_once_per_process(tmp_path):
     subprocess.run(commit, check=True, env=env)  # a commit made while a long run is going
     assert res.git_commit(tmp_path) == first
     assert res._read_git_commit(tmp_path) != first
+
+
+def test_dirty_means_changed_code_not_rewritten_results(tmp_path):
+    import subprocess
+
+    from bench import results as res
+
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t", "PATH": __import__("os").environ["PATH"]}
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "table.csv").write_text("a\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    subprocess.run(["git", "-C", str(tmp_path), "add", "."], check=True)
+    subprocess.run(["git", "-C", str(tmp_path), "commit", "-q", "-m", "x"], check=True, env=env)
+    (tmp_path / "results" / "table.csv").write_text("b\n")
+    assert not res._read_git_commit(tmp_path).endswith("-dirty")
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert res._read_git_commit(tmp_path).endswith("-dirty")
