@@ -9,7 +9,6 @@ pooled McNemar p < 0.05. Filled into README.md's ``<!-- results:real -->`` block
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 BACKENDS = (("pytorch", "PyTorch"), ("gluon", "Gluon"))
@@ -26,10 +25,12 @@ def _read(folder: Path, name: str):
 
 
 def _seeds(folder: Path) -> list[int]:
-    for line in (folder / "gap.csv").read_text().splitlines():
-        if line.startswith("# seeds:"):
-            return json.loads(line.partition(":")[2])
-    raise ValueError(f"{folder / 'gap.csv'}: no '# seeds:' line")
+    from bench.results import read_metadata
+
+    seeds = read_metadata(folder / "gap.csv").get("seeds")
+    if not isinstance(seeds, list):
+        raise ValueError(f"{folder / 'gap.csv'}: no '# seeds:' line")
+    return seeds
 
 
 def _pct(x: float) -> str:

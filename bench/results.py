@@ -187,6 +187,20 @@ def to_csv(rows: list[dict], meta: dict) -> str:
     return buf.getvalue()
 
 
+def read_metadata(csv_path: Path) -> dict:
+    """The ``# key: JSON`` lines ``to_csv`` (and ``bench.real_report.to_csv``) write on top."""
+    meta = {}
+    for line in Path(csv_path).read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        key, _, value = line[1:].strip().partition(":")
+        try:
+            meta[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            meta[key.strip()] = value.strip()
+    return meta
+
+
 MD_COLUMNS = [
     ("loss", "loss"), ("backend", "backend"), ("status", "status"), ("acc_mean", "acc"),
     ("acc_std", "+-"), ("val", "VAL@FAR=1e-3"), ("eer", "EER"), ("acc_diff_vs_other", "acc diff"),

@@ -10,7 +10,6 @@ the ``real`` block.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -32,27 +31,13 @@ def add_arguments(parser) -> None:
                              "(default: synthetic, or real with --real)")
 
 
-def _metadata(csv_path: Path) -> dict:
-    """The ``# key: JSON`` lines bench/results.py writes on top of results.csv."""
-    meta = {}
-    for line in csv_path.read_text().splitlines():
-        if not line.startswith("#"):
-            break
-        key, _, value = line[1:].strip().partition(":")
-        try:
-            meta[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            meta[key.strip()] = value.strip()
-    return meta
-
-
 def compact_table(csv_path: Path) -> str:
     import pandas as pd
 
     from bench import results as res
 
     table = pd.read_csv(csv_path, comment="#")
-    meta = _metadata(csv_path)
+    meta = res.read_metadata(csv_path)
     lines = []
     for target, group in table.groupby("target", sort=True):
         lines += [f"Verification set `{target}` (10-fold accuracy, mean +- std over folds):", "",
