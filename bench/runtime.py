@@ -15,7 +15,8 @@ def configure_threads(num_threads: int | None = None) -> int:
     if num_threads is None:
         num_threads = int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1))
     os.environ["OMP_NUM_THREADS"] = str(num_threads)
-    os.environ.setdefault("MXNET_ENGINE_TYPE", "ThreadedEnginePerDevice")
+    # MXNET_ENGINE_TYPE is left unset: its default is the same engine, and setting it makes
+    # MXNet log "MXNet start using engine" at exit, after whatever the command printed last
     os.environ.setdefault("MPLBACKEND", "Agg")
     import mxnet  # noqa: F401  (must load after OMP_NUM_THREADS is set)
     import torch

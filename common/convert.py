@@ -171,14 +171,14 @@ def sniff_extension(payload: bytes) -> str:
 
 def dump_rec(path, out_dir, progress: bool = True) -> int:
     """Write every image of a .rec as ``out_dir/<label>/<key>.<ext>`` (payload bytes as stored)."""
-    ds = FaceRecordDataset(path)
     out_dir = Path(out_dir)
-    for i in tqdm(range(len(ds)), desc="dump", unit="img", disable=not progress):
-        _, payload = ds.read_raw(i)
-        folder = out_dir / str(int(ds.labels[i]))
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"{int(ds.keys[i])}.{sniff_extension(payload)}").write_bytes(payload)
-    return len(ds)
+    with FaceRecordDataset(path) as ds:
+        for i in tqdm(range(len(ds)), desc="dump", unit="img", disable=not progress):
+            _, payload = ds.read_raw(i)
+            folder = out_dir / str(int(ds.labels[i]))
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{int(ds.keys[i])}.{sniff_extension(payload)}").write_bytes(payload)
+        return len(ds)
 
 
 def describe(path) -> str:
@@ -200,7 +200,11 @@ def describe(path) -> str:
             folds = issame.reshape(NUM_FOLDS, -1).sum(1)
             lines.append(f"  same pairs per fold (10 folds): {folds.tolist()}")
         return "\n".join(lines)
-    ds = FaceRecordDataset(path)
+    with FaceRecordDataset(path) as ds:
+        return _describe_rec(path, ds)
+
+
+def _describe_rec(path, ds) -> str:
     counts = np.bincount(ds.labels) if len(ds) else np.zeros(0, int)
     counts = counts[counts > 0]
     lines = [f"{path}: {ds.layout} RecordIO ({ds.reader.size} bytes, {len(ds.reader)} records)",

@@ -77,6 +77,13 @@ class FaceRecordDataset:
         rec, idx, prop = resolve_paths(path)
         self.path = str(path)
         self.reader = RecordReader(idx, rec)
+        try:
+            self._index(rec, prop, image_size, cache)
+        except BaseException:
+            self.reader.close()  # a refused file is not left open
+            raise
+
+    def _index(self, rec, prop, image_size, cache) -> None:
         self.image_size = image_size
         self._cache = {} if cache else None
         self.image_shape = None
@@ -202,6 +209,12 @@ class FaceRecordDataset:
 
     def close(self) -> None:
         self.reader.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 class FaceRecordWriter:

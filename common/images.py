@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 
-import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
@@ -20,6 +19,7 @@ def decode(data, where: str = "image") -> np.ndarray:
     OpenCV first (fast path), Pillow for formats OpenCV lacks (GIF). Greyscale becomes 3 equal
     channels. Undecodable bytes raise ``ValueError`` naming ``where``.
     """
+    import cv2  # imported on use: the CLI checks its arguments without loading OpenCV
     buf = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data
     img = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
     if img is not None:
@@ -43,6 +43,7 @@ def read_image(path) -> np.ndarray:
 
 def encode_jpeg(img: np.ndarray, quality: int = 95) -> bytes:
     """RGB uint8 HxWx3 -> JPEG bytes (OpenCV/libjpeg, deterministic for a given quality)."""
+    import cv2  # imported on use: the CLI checks its arguments without loading OpenCV
     if not 1 <= int(quality) <= 100:
         raise ValueError(f"quality must be in [1, 100], got {quality}")
     ok, buf = cv2.imencode(
@@ -57,6 +58,7 @@ def to_size(img: np.ndarray, size: int) -> np.ndarray:
     """Resize keeping the aspect ratio so the longer side is ``size``, then pad the shorter side
     symmetrically with black to a ``size`` x ``size`` square (no crop: nothing of the face is lost).
     """
+    import cv2  # imported on use: the CLI checks its arguments without loading OpenCV
     size = int(size)
     if size < 1:
         raise ValueError(f"size must be >= 1, got {size}")

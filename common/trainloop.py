@@ -19,35 +19,23 @@ uninterrupted one and, on deterministic kernels, ends with the same numbers.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from common.fileio import atomic_write_bytes
+
 META_KEY = "__meta__"
 
 
 class NonFiniteError(RuntimeError):
     """The loss (or a state array) became NaN/Inf; the run stops without writing a checkpoint."""
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file + fsync + rename (never a torn file)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta: dict) -> None:
@@ -58,8 +46,6 @@ def save_checkpoint(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta
     if bad:
         raise NonFiniteError(
             f"non-finite values in {', '.join(bad[:5])}; checkpoint {path} not written")
-    import io
-
     buf = io.BytesIO()
     payload = dict(arrays)
     payload[META_KEY] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
@@ -118,8 +104,9 @@ def _new_history() -> dict:
 
 
 def _progress(total: int, desc: str, enabled: bool, initial: int):
+    """A tqdm bar as a context manager (closed on leaving), or a null context giving None."""
     if not enabled:
-        return None
+        return contextlib.nullcontext()
     from tqdm import tqdm
 
     return tqdm(total=total, initial=initial, desc=desc, leave=False, mininterval=1.0,
@@ -155,76 +142,108 @@ def fit(
         raise ValueError(f"epochs must be >= 1, got {epochs!r}")
     if checkpoint_every < 0:
         raise ValueError(f"checkpoint_every must be >= 0, got {checkpoint_every!r}")
-    history = _new_history()
-    if checkpoint is not None and Path(checkpoint).exists():
-        arrays, history = load_checkpoint(checkpoint)
-        trainer.load_state_arrays(arrays)
-
-    def save():
-        if checkpoint is not None:
-            save_checkpoint(checkpoint, trainer.state_arrays(), history)
-
-    pos = history["position"]
-    timing = history["timing"]
-    steps_done_here = 0
-    started = time.perf_counter()
-    wall_before = timing["wall_seconds"]
+    run = _Run(trainer, checkpoint, timing_warmup_steps)
     per_epoch = len(sampler)
-    for epoch in range(pos["epoch"], epochs):
-        bar = _progress(per_epoch, f"{desc} ep {epoch + 1}/{epochs}", progress, pos["batch"])
-        for b, (indices, flips) in enumerate(sampler.batches(epoch)):
-            if b < pos["batch"]:
-                continue
-            step = pos["step"]
-            images = batch_fn(indices, flips)
-            lr = float(schedule(step))
-            trainer.set_lr(lr)
-            t0 = time.perf_counter()
-            out = trainer.train_step(images, labels[indices])
-            dt = time.perf_counter() - t0
-            if not np.isfinite(out.loss):
-                if bar is not None:
-                    bar.close()
-                raise NonFiniteError(
-                    f"loss is {out.loss} at epoch {epoch + 1} batch {b + 1} (global step "
-                    f"{step}, lr {lr:g}); weights not updated, checkpoint not written"
-                )
-            steps_done_here += 1
-            if steps_done_here > timing_warmup_steps:
-                timing["images"] += len(indices)
-                timing["seconds"] += dt
-            timing["head_seconds"] += out.head_seconds
-            timing["head_steps"] += 1
-            acc = out.correct / len(indices) if out.correct >= 0 else float("nan")
-            history["steps"]["loss"].append(out.loss)
-            history["steps"]["acc"].append(acc)
-            history["steps"]["lr"].append(lr)
-            pos.update(batch=b + 1, step=step + 1)
-            timing["wall_seconds"] = wall_before + time.perf_counter() - started
-            if bar is not None:
-                ips = timing["images"] / timing["seconds"] if timing["seconds"] else 0.0
-                bar.set_postfix(loss=f"{out.loss:.3f}", acc=f"{acc:.3f}", img_s=f"{ips:.0f}",
-                                lr=f"{lr:.3g}", refresh=False)
-                bar.update(1)
-            if stop_after_steps is not None and pos["step"] >= stop_after_steps:
-                if bar is not None:
-                    bar.close()
-                save()
-                return history
-            if checkpoint_every and pos["step"] % checkpoint_every == 0 and b + 1 < per_epoch:
-                save()
+    for epoch in range(run.pos["epoch"], epochs):
+        with _progress(per_epoch, f"{desc} ep {epoch + 1}/{epochs}", progress,
+                       run.pos["batch"]) as bar:
+            for b, (indices, flips) in enumerate(sampler.batches(epoch)):
+                if b < run.pos["batch"]:  # done before the checkpoint this run resumed from
+                    continue
+                images = batch_fn(indices, flips)
+                run.step(images, labels[indices], schedule, epoch, b, bar)
+                if stop_after_steps is not None and run.pos["step"] >= stop_after_steps:
+                    run.save()
+                    return run.history
+                if checkpoint_every and run.pos["step"] % checkpoint_every == 0 \
+                        and b + 1 < per_epoch:
+                    run.save()
+        run.end_epoch(epoch, epochs, per_epoch, evaluate)
+    run.history["finished"] = True
+    return run.history
+
+
+class _Run:
+    """The state of one ``fit`` call: the history (what a checkpoint holds, resumed from one if
+    it exists) and this process's clocks, with one method per thing the loop does."""
+
+    def __init__(self, trainer, checkpoint, timing_warmup_steps: int):
+        self.trainer, self.checkpoint = trainer, checkpoint
+        self.timing_warmup_steps = timing_warmup_steps
+        self.history = _new_history()
+        if checkpoint is not None and Path(checkpoint).exists():
+            arrays, self.history = load_checkpoint(checkpoint)
+            trainer.load_state_arrays(arrays)
+        self.pos = self.history["position"]
+        self.timing = self.history["timing"]
+        self.steps_done_here = 0
+        self.started = time.perf_counter()
+        self.wall_before = self.timing["wall_seconds"]
+
+    def save(self) -> None:
+        if self.checkpoint is not None:
+            save_checkpoint(self.checkpoint, self.trainer.state_arrays(), self.history)
+
+    def _update_wall_clock(self) -> None:
+        self.timing["wall_seconds"] = self.wall_before + time.perf_counter() - self.started
+
+    def step(self, images, labels, schedule, epoch: int, b: int, bar) -> None:
+        """Train on batch ``b`` of ``epoch`` at the LR of the global step, then record it;
+        NonFiniteError (nothing recorded) if the loss is NaN/Inf."""
+        step = self.pos["step"]
+        lr = float(schedule(step))
+        self.trainer.set_lr(lr)
+        t0 = time.perf_counter()
+        out = self.trainer.train_step(images, labels)
+        seconds = time.perf_counter() - t0
+        if not np.isfinite(out.loss):
+            raise NonFiniteError(
+                f"loss is {out.loss} at epoch {epoch + 1} batch {b + 1} (global step "
+                f"{step}, lr {lr:g}); weights not updated, checkpoint not written"
+            )
+        self._count_time(len(labels), seconds, out.head_seconds)
+        acc = self._record(out, lr, len(labels), b)
+        self._update_wall_clock()
         if bar is not None:
-            bar.close()
-        losses = history["steps"]["loss"][-per_epoch:]
-        accs = history["steps"]["acc"][-per_epoch:]
+            self._show(bar, out.loss, acc, lr)
+
+    def _record(self, out, lr: float, batch_size: int, b: int) -> float:
+        """Append the step's loss, accuracy and LR to the history and advance the position."""
+        acc = out.correct / batch_size if out.correct >= 0 else float("nan")
+        steps = self.history["steps"]
+        steps["loss"].append(out.loss)
+        steps["acc"].append(acc)
+        steps["lr"].append(lr)
+        self.pos.update(batch=b + 1, step=self.pos["step"] + 1)
+        return acc
+
+    def _show(self, bar, loss: float, acc: float, lr: float) -> None:
+        timing = self.timing
+        ips = timing["images"] / timing["seconds"] if timing["seconds"] else 0.0
+        bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}", img_s=f"{ips:.0f}",
+                        lr=f"{lr:.3g}", refresh=False)
+        bar.update(1)
+
+    def _count_time(self, images: int, seconds: float, head_seconds: float) -> None:
+        """Throughput skips this process's first ``timing_warmup_steps`` steps; head time
+        counts every step."""
+        self.steps_done_here += 1
+        if self.steps_done_here > self.timing_warmup_steps:
+            self.timing["images"] += images
+            self.timing["seconds"] += seconds
+        self.timing["head_seconds"] += head_seconds
+        self.timing["head_steps"] += 1
+
+    def end_epoch(self, epoch: int, epochs: int, per_epoch: int, evaluate) -> None:
+        """The epoch's record (mean train loss and accuracy, evaluation), then a checkpoint."""
+        losses = self.history["steps"]["loss"][-per_epoch:]
+        accs = self.history["steps"]["acc"][-per_epoch:]
         record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
                   "train_acc": float(np.mean(accs)) if accs else float("nan")}
         if evaluate is not None:
-            record["eval"] = evaluate(trainer.embed)
-        history["epochs"].append(record)
-        pos.update(epoch=epoch + 1, batch=0)
-        history["finished"] = pos["epoch"] >= epochs
-        timing["wall_seconds"] = wall_before + time.perf_counter() - started
-        save()
-    history["finished"] = True
-    return history
+            record["eval"] = evaluate(self.trainer.embed)
+        self.history["epochs"].append(record)
+        self.pos.update(epoch=epoch + 1, batch=0)
+        self.history["finished"] = self.pos["epoch"] >= epochs
+        self._update_wall_clock()
+        self.save()

@@ -24,10 +24,11 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon, nd
 
+from common.trainer import StepOutput, check_sgd_args, predicts_with_normalized_weight
 from common.trainloop import split_state
 
 from .losses.base import load_loss_state, loss_state
-from .train import StepOutput, _named_trainable, class_logits, torch_sgd_step
+from .train import class_logits, torch_sgd_step, trainable_params
 
 KVSTORES = ("local", "device", "dist_sync", "dist_device_sync", "dist_async")
 
@@ -50,10 +51,7 @@ class DataParallelTrainer:
 
     def __init__(self, backbone, loss, contexts, kvstore: str = "device", momentum: float = 0.9,
                  weight_decay: float = 5e-4, hybridize: bool = True):
-        if not 0 <= momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
-        if weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+        check_sgd_args(momentum, weight_decay)
         contexts = list(contexts)
         if not contexts or len(set(map(str, contexts))) != len(contexts):
             raise ValueError(f"contexts must be a non-empty list of distinct contexts, "
@@ -66,14 +64,13 @@ class DataParallelTrainer:
             block.collect_params().reset_ctx(contexts)  # copies the current values to each
         if hybridize:
             backbone.hybridize(static_alloc=True, static_shape=True)
-        self.named_params = _named_trainable(backbone, loss)
+        self.named_params = trainable_params(backbone, loss)
         self.kv = mx.kv.create(kvstore)
         for i, (_, p) in enumerate(self.named_params):
             self.kv.init(i, nd.zeros(p.shape, ctx=contexts[0], dtype=p.dtype))
         self.momentum, self.weight_decay, self.lr = momentum, weight_decay, 0.0
         self.buffers: dict[str, list[nd.NDArray]] = {}
-        self.normalized_weight = bool(getattr(getattr(loss, "base", loss), "normalize_weight",
-                                              True))
+        self.normalized_weight = predicts_with_normalized_weight(loss)
 
     def set_lr(self, lr: float) -> None:
         self.lr = lr

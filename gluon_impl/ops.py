@@ -10,23 +10,23 @@ NORM_EPS_SQ = 1e-24  # |x| = sqrt(sum x^2 + 1e-24): finite gradient at x = 0
 
 def row_norm(F, x):
     """|x_i| = sqrt(sum x^2 + 1e-24) for every row of a 2-D x, shape (B,), with a finite
-    gradient at the zero vector: the row-pass operator ``norm_rows`` where ``gluon_impl.fused``
+    gradient at the zero vector: the row-pass operator ``norm_rows`` where ``gluon_impl.native``
     is loaded (MXNet's sum over axis 1 is about 20x slower than a pass), else the graph."""
-    from . import fused
+    from . import native
 
-    if fused.available():
+    if native.available():
         return F.norm_rows(x)
     return F.sqrt(F.sum(x * x, axis=1) + NORM_EPS_SQ)
 
 
 def l2_normalize(F, x, scale: float = 1.0):
     """scale x_i / sqrt(|x_i|^2 + 1e-24) for a 2-D x, the same formula as torch's: the
-    row-pass operator ``l2norm_rows`` where ``gluon_impl.fused`` is loaded (one pass each way,
+    row-pass operator ``l2norm_rows`` where ``gluon_impl.native`` is loaded (one pass each way,
     the scale included), else MXNet's L2Normalization (whose backward takes several broadcast
     passes) times the scale."""
-    from . import fused
+    from . import native
 
-    if fused.available():
+    if native.available():
         return F.l2norm_rows(x, scale=scale)
     out = F.L2Normalization(x, eps=NORM_EPS_SQ, mode="instance")
     return out if scale == 1.0 else out * scale
@@ -86,7 +86,7 @@ def margin_cross_entropy(F, xs, weight, labels, row_scale, normalize_weight, hoo
     Same maths as ``pytorch_impl.ops.margin_cross_entropy``. row_scale: a float or a (B,)
     array; ``hard`` = (t, s, cos m, sin m, eps): CurricularFace's rule on the non-target
     logits (t a (1,) array without gradient). With the row-pass operators
-    (``gluon_impl.fused``): W' = W/|W| by ``l2norm_rows`` (one pass each way, where
+    (``gluon_impl.native``): W' = W/|W| by ``l2norm_rows`` (one pass each way, where
     L2Normalization's backward takes several), the logits by the graph's FullyConnected
     (oneDNN), then ``margin_lse_rows`` (``curricular_lse_rows`` with ``hard``) returns R_i,
     the logsumexp of the non-target logits, and the target logit z_iy (its backward writes the
@@ -94,9 +94,9 @@ def margin_cross_entropy(F, xs, weight, labels, row_scale, normalize_weight, hoo
     CE_i = logaddexp(R_i, t_i) - t_i with t_i = r_i h(z_iy / r_i), so the target column is
     never rewritten. Without them, ``margin_cross_entropy_graph``.
     """
-    from . import fused
+    from . import native
 
-    if fused.available():
+    if native.available():
         if normalize_weight:
             weight = l2_normalize(F, weight)
         logits = F.FullyConnected(xs, weight, no_bias=True, num_hidden=num_classes)

@@ -10,28 +10,27 @@ the LR changes (warm-up, decay). The backbone is hybridised with ``static_alloc`
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import mxnet as mx
 import numpy as np
 from mxnet import autograd, nd
 
+from common.trainer import (
+    StepOutput,
+    check_sgd_args,
+    named_trainable,
+    predicts_with_normalized_weight,
+)
 from common.trainloop import split_state
 
 from .losses.base import load_loss_state, loss_state
 
 
-@dataclass
-class StepOutput:
-    loss: float
-    correct: int  # argmax of the class-weight logits == label; -1 when the loss has no weight
-    head_seconds: float  # loss forward + backward, synchronised
-
-
-def _named_trainable(backbone, loss):
-    named = [("backbone." + k, p) for k, p in backbone._collect_params_with_prefix().items()]
-    named += [("loss." + k, p) for k, p in loss._collect_params_with_prefix().items()]
-    return [(k, p) for k, p in named if p.grad_req != "null"]
+def trainable_params(backbone, loss):
+    """``common.trainer.named_trainable`` over Gluon blocks: the parameters with a gradient."""
+    return named_trainable(backbone._collect_params_with_prefix().items(),
+                           loss._collect_params_with_prefix().items(),
+                           lambda p: p.grad_req != "null")
 
 
 def class_logits(embeddings, weight, normalized: bool, num_classes: int | None = None):
@@ -69,22 +68,17 @@ class Trainer:
 
     def __init__(self, backbone, loss, momentum: float = 0.9, weight_decay: float = 5e-4,
                  hybridize: bool = True):
-        if not 0 <= momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
-        if weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+        check_sgd_args(momentum, weight_decay)
         self.backbone = backbone
         self.loss = loss
         if hybridize:
             backbone.hybridize(static_alloc=True)
-        self.named_params = _named_trainable(backbone, loss)
+        self.named_params = trainable_params(backbone, loss)
         self.momentum = momentum
         self.weight_decay = weight_decay
         self.lr = 0.0
         self.buffers: dict[str, nd.NDArray] = {}
-        # a joint objective (arcface+center) predicts with its base loss's weight
-        self.normalized_weight = bool(getattr(getattr(loss, "base", loss), "normalize_weight",
-                                              True))
+        self.normalized_weight = predicts_with_normalized_weight(loss)
 
     def set_lr(self, lr: float) -> None:
         self.lr = lr

@@ -1,49 +1,25 @@
 """PyTorch adapters over the shared reader (common.face_dataset) and sampler (common.sampler).
 
-Mirror of gluon_impl/data.py: same classes, arguments and order; only the framework base
-class and the final array type differ. Batches are built by ``common.images.make_batch``, so
-both backends receive bit-identical float32 N x 3 x H x W inputs and int64 labels.
+Mirror of gluon_impl/data.py: same classes, arguments and order. The datasets are
+``common.data``'s with torch's ``Dataset`` as a second base; only the loader and the final
+array type differ. Both backends receive bit-identical float32 N x 3 x H x W inputs and int64
+labels.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from common.face_dataset import FaceRecordDataset
-from common.images import make_batch
+from common.data import EpochBatchesBase, FaceDatasetBase
 
 
-class FaceDataset(Dataset):
+class FaceDataset(FaceDatasetBase, Dataset):
     """``[i] -> (RGB uint8 HxWx3 numpy, int label)`` over a train.rec folder or .rec file."""
 
-    def __init__(self, path, image_size=None, cache=False):
-        self.records = FaceRecordDataset(path, image_size=image_size, cache=cache)
-        self.labels = self.records.labels
-        self.num_classes = self.records.num_classes
 
-    def __len__(self):
-        return len(self.records)
-
-    def __getitem__(self, i):
-        return self.records[i]
-
-
-class EpochBatches(Dataset):
+class EpochBatches(EpochBatchesBase, Dataset):
     """Item b = batch b of ``sampler.batches(epoch)``: (float32 N x 3 x H x W, int64 labels)."""
-
-    def __init__(self, dataset, sampler, epoch):
-        self.dataset = dataset
-        self.batches = list(sampler.batches(epoch))
-
-    def __len__(self):
-        return len(self.batches)
-
-    def __getitem__(self, b):
-        indices, flips = self.batches[b]
-        images = [self.dataset[int(i)][0] for i in indices]
-        return make_batch(images, flips), np.asarray(self.dataset.labels)[indices]
 
 
 def _to_arrays(batch):

@@ -1,7 +1,7 @@
 """torch.distributed plumbing: process group from torchrun's variables, DDP, batch shards.
 
 Launch with ``torchrun --nproc_per_node N ...`` (it sets RANK, WORLD_SIZE, LOCAL_RANK,
-MASTER_ADDR, MASTER_PORT) or with ``bench.distributed`` (torch.multiprocessing spawn). Backend:
+MASTER_ADDR, MASTER_PORT) or with ``bench.run.distributed`` (torch.multiprocessing spawn). Backend:
 ``nccl`` when CUDA is present, ``gloo`` on CPU. Nothing here runs at import time.
 
 Gradient convention (``gather_rows``, ``wrap_ddp(grad_reduction="sum")``): every head computes

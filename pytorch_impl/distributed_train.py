@@ -21,13 +21,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from common.trainer import StepOutput, check_sgd_args
 from common.trainloop import split_state
 
 from .distributed import DistContext, gather_rows, gather_rows_nograd, wrap_ddp
 from .losses.base import JointLoss, load_loss_state, loss_state
 from .partial_fc import PartialFC, shardable
 from .sync_batchnorm import convert_sync_batchnorm
-from .train import StepOutput, class_logits
+from .train import class_logits, sgd, trainable_params
 
 
 class DistributedHead(nn.Module):
@@ -88,22 +89,13 @@ class DistributedTrainer:
 
     def __init__(self, backbone, loss, ctx: DistContext, momentum: float = 0.9,
                  weight_decay: float = 5e-4, sample_rate: float = 1.0, seed: int = 0):
-        if not 0 <= momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
-        if weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+        check_sgd_args(momentum, weight_decay)
         self.ctx = ctx
         self.net = convert_sync_batchnorm(backbone.to(ctx.device))
         self.backbone = wrap_ddp(self.net, ctx.device, grad_reduction="sum")
         self.loss = DistributedHead(loss, sample_rate=sample_rate, seed=seed).to(ctx.device)
-        named = [("backbone." + k, p) for k, p in self.net.named_parameters()]
-        named += [("loss." + k, p) for k, p in self.loss.named_parameters()]
-        self.named_params = [(k, p) for k, p in named if p.requires_grad]
-        self.optimizer = torch.optim.SGD(
-            [{"params": [p for _, p in self.named_params if p.ndim > 1],
-              "weight_decay": weight_decay},
-             {"params": [p for _, p in self.named_params if p.ndim <= 1], "weight_decay": 0.0}],
-            lr=0.0, momentum=momentum, weight_decay=weight_decay)
+        self.named_params = trainable_params(self.net, self.loss)
+        self.optimizer = sgd(self.named_params, momentum, weight_decay)
 
     def set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:

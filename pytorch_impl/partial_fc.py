@@ -10,12 +10,13 @@ column only on the rank that owns the label), and the softmax cross-entropy is a
 two all-reduces: the row maximum (MAX) and the row sum of exp (SUM); the target logits are
 all-reduced (SUM, one owner per row). The result is the mean over the *global* batch, equal on
 every rank, and in exact mode (``sample_rate=1``) equal in value and gradient to the
-single-process ``MarginSoftmax`` head. Any registered softmax-family loss works unchanged: the
-head reads ``normalize_weight``, ``normalize_embedding``, ``scale_by_norm``, ``scale`` and
-``target_logit`` from a loss built for the shard's classes; no per-loss code here. The two
-softmax-family losses that are not ``MarginSoftmax`` (Sub-center ArcFace: K weight rows per
-class; CurricularFace: a rule on the non-target logits) say how they differ through
-``scaled_class_logits`` (and ``rows_per_class``), ``target_logit``, ``negative_rule``,
+single-process ``MarginSoftmax`` head. Any registered ``shardable`` loss works unchanged: the
+head reads ``normalize_weight``, ``normalize_embedding``, ``scale_by_norm``, ``scale``,
+``target_logit`` and ``penalty`` from a loss built for the shard's classes; no per-loss code
+here. The ``SoftmaxHead`` losses that are not ``MarginSoftmax`` (Sub-center ArcFace: K weight
+rows per class; CurricularFace: a rule on the non-target logits) say how they differ through
+the protocol of ``SoftmaxHead`` (losses/base.py): ``scaled_class_logits``, ``rows_per_class``,
+``target_logit``, ``negative_rule`` and, where ``state_from_target_cosines``,
 ``target_cosines`` and ``advance``; their shard runs as autograd operations (``_sharded_ce``),
 with one more all-reduce (every row's target logit, which the rule's threshold needs).
 
@@ -34,6 +35,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from common.contract import check_int, check_real, resolve_auto
+
 from . import ops
 from .distributed import (
     gather_rows,
@@ -42,12 +45,12 @@ from .distributed import (
     row_offset,
     shard_bounds,
 )
-from .losses.base import MarginSoftmax, build_loss, check_int, check_real
+from .losses.base import Loss, MarginSoftmax, build_loss, loss_class
 
 
 def _scaled_inputs(head: MarginSoftmax, x: torch.Tensor):
     """(xs, r, |x| or None) exactly as ``MarginSoftmax.compute`` forms them."""
-    norm = ops.row_norm(x) if getattr(head, "uses_norm", False) else None
+    norm = ops.row_norm(x) if head.uses_norm else None
     if head.scale_by_norm:
         return x, ops.row_norm(x), norm
     if head.normalize_embedding:
@@ -63,9 +66,8 @@ def _all_reduce(t: torch.Tensor, op, group) -> None:
 
 
 def shardable(loss) -> bool:
-    """A softmax-family loss that ``PartialFC`` can shard (see the module docstring)."""
-    return getattr(loss, "softmax_family", False) and (
-        isinstance(loss, MarginSoftmax) or hasattr(loss, "scaled_class_logits"))
+    """A built loss that ``PartialFC`` can shard (it declares ``shardable``)."""
+    return isinstance(loss, Loss) and loss.shardable
 
 
 class _SumOverRanks(torch.autograd.Function):
@@ -85,7 +87,7 @@ class _SumOverRanks(torch.autograd.Function):
 
 
 def _sharded_ce(head, x_all, weight, local_labels, group):
-    """Global mean CE of a shard for the losses with ``scaled_class_logits`` (autograd).
+    """Global mean CE of a shard of a ``SoftmaxHead`` that is not a ``MarginSoftmax`` (autograd).
 
     The target logit of each row comes from its owner (a sum over ranks of the owners' values),
     so ``target_logit`` and ``negative_rule`` see every row on every rank; the target column is
@@ -98,9 +100,7 @@ def _sharded_ce(head, x_all, weight, local_labels, group):
     z = torch.zeros(x_all.shape[0], dtype=logits.dtype, device=logits.device)
     z = _SumOverRanks.apply(z.index_put((mine,), logits[mine, cols]), group)
     target = s * head.target_logit(z / s)
-    rule = getattr(head, "negative_rule", None)
-    if rule is not None:
-        logits = rule(logits, z / s)
+    logits = head.negative_rule(logits, z / s)
     logits = logits.index_put((mine, cols), target[mine])
     row_max = (logits.detach().amax(dim=1) if logits.shape[1]
                else torch.full_like(z, -math.inf).detach())
@@ -196,12 +196,15 @@ class _ShardedMarginCE(torch.autograd.Function):
 
 
 class PartialFC(nn.Module):
-    """This rank's shard of a softmax-family margin head; ``forward(x_local, y_local)`` returns
+    """This rank's shard of a ``shardable`` loss's head; ``forward(x_local, y_local)`` returns
     the loss of the global batch (see the module docstring).
 
     ``loss``: a registered name (``build_loss`` arguments in ``hyperparams``) or a built
     single-process loss whose rows [start, end) are copied (tests, conversion from a
-    single-process checkpoint). ``sample_rate`` in (0, 1]; 1 is exact.
+    single-process checkpoint). ``sample_rate`` in (0, 1]; 1 is exact. The shard's loss is
+    built for the shard's classes, with the hyper-parameters of the whole head: an ``"auto"``
+    (``scale="auto"``, AdaCos's sqrt(2) ln(C - 1)) is resolved with the full ``num_classes``
+    first, and a built loss's ``scale`` is the number it resolved.
     """
 
     def __init__(self, loss, num_classes: int | None = None, embedding_size: int | None = None,
@@ -224,7 +227,8 @@ class PartialFC(nn.Module):
         self.num_classes = check_int("PartialFC", "num_classes", num_classes, self.world_size,
                                      2**31 - 1)
         self.start, self.end = shard_bounds(self.num_classes, self.world_size, self.rank)
-        if full is None:
+        if full is None:  # "auto" values (the AdaCos scale) are of the full class count
+            hyperparams = resolve_auto(loss_class(name).specs(), hyperparams, self.num_classes)
             shard = build_loss(name, num_classes=self.end - self.start,
                                embedding_size=embedding_size, **hyperparams)
             if not shardable(shard):
@@ -236,25 +240,17 @@ class PartialFC(nn.Module):
             kw = {k: getattr(full, k) for k in type(full).hyperparameters()}
             shard = type(full)(num_classes=self.end - self.start,
                                embedding_size=embedding_size, **kw).to(full.weight.dtype)
-            k = getattr(full, "rows_per_class", 1)
+            k = full.rows_per_class
             with torch.no_grad():
                 shard.weight.copy_(full.weight[self.start * k: self.end * k])
                 for key in shard.state_names:
                     if key != "weight":
                         getattr(shard, key).copy_(getattr(full, key))
-        self.rows_per_class = getattr(shard, "rows_per_class", 1)
+        self.rows_per_class = shard.rows_per_class
         if shard.weight.shape[0] != (self.end - self.start) * self.rows_per_class:
             raise ValueError(f"PartialFC: loss {name!r} keeps {shard.weight.shape[0]} weight rows "
                              f"for {self.end - self.start} classes; expected "
                              f"{self.rows_per_class} per class")
-        # a loss whose compute() adds terms beyond the CE: a one-class copy isolates them
-        # (kept out of the module tree: no parameters, no state_dict entry)
-        probe = None
-        if isinstance(shard, MarginSoftmax) and type(shard).compute is not MarginSoftmax.compute:
-            kw = {k: getattr(shard, k) for k in type(shard).hyperparameters()}
-            probe = type(shard)(num_classes=1, embedding_size=shard.embedding_size, **kw)
-            probe = probe.to(shard.weight.dtype).requires_grad_(False)
-        self.__dict__["_probe"] = probe
         self.head = shard  # holds the weight shard, the hooks and any state (SphereFace)
         self.embedding_size = shard.embedding_size
         self._draws = 0
@@ -316,16 +312,10 @@ class PartialFC(nn.Module):
             hook = None if self.head.target_logit is None else self.head._clamped_hook
             value = _ShardedMarginCE.apply(xs, weight, local_labels, r,
                                            self.head.normalize_weight, hook, self.group, norm)
-            if self._probe is not None:  # replicated on every rank: gradient sliced, not summed
-                value = value + self._extra_terms(gather_rows(x.to(dtype), False, self.group))
+            if self.head.penalty is not None:  # replicated on every rank: gradient sliced,
+                x_rep = gather_rows(x.to(dtype), False, self.group)  # not summed
+                value = value + self.head.penalty(x_rep, self.head.norm_of(x_rep))
             return value
-
-    def _extra_terms(self, x_all: torch.Tensor) -> torch.Tensor:
-        """What the loss's own ``compute`` adds to the cross-entropy (MagFace's regulariser),
-        as compute - CE of a one-class copy: exact for terms that do not involve W."""
-        probe = self._probe
-        zeros = torch.zeros(x_all.shape[0], dtype=torch.long, device=x_all.device)
-        return probe.compute(x_all, zeros) - MarginSoftmax.compute(probe, x_all, zeros)
 
     @torch.no_grad()
     def step(self, x: torch.Tensor, labels: torch.Tensor) -> None:
@@ -334,7 +324,7 @@ class PartialFC(nn.Module):
         from the target cosines, each computed by the rank that owns the label)."""
         x_all = gather_rows_nograd(x, self.group)
         labels_all = gather_rows_nograd(labels.long(), self.group)
-        if not hasattr(self.head, "advance"):
+        if not self.head.state_from_target_cosines:
             self.head.step(x_all, labels_all)
             return
         owned = (labels_all >= self.start) & (labels_all < self.end)

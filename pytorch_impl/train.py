@@ -18,28 +18,35 @@ Goyal et al. 2017), decided by shape so both backends pick the same tensors.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from common.trainer import (
+    StepOutput,
+    check_sgd_args,
+    named_trainable,
+    predicts_with_normalized_weight,
+)
 from common.trainloop import split_state
 
 from . import ops
 from .losses.base import load_loss_state, loss_state
 
 
-@dataclass
-class StepOutput:
-    loss: float
-    correct: int  # argmax of the class-weight logits == label; -1 when the loss has no weight
-    head_seconds: float  # loss forward + backward, synchronised
+def trainable_params(backbone, loss):
+    """``common.trainer.named_trainable`` over torch modules: the parameters that require grad."""
+    return named_trainable(backbone.named_parameters(), loss.named_parameters(),
+                           lambda p: p.requires_grad)
 
 
-def _named_trainable(backbone, loss):
-    named = [("backbone." + k, p) for k, p in backbone.named_parameters()]
-    named += [("loss." + k, p) for k, p in loss.named_parameters()]
-    return [(k, p) for k, p in named if p.requires_grad]
+def sgd(named_params, momentum: float, weight_decay: float) -> torch.optim.SGD:
+    """SGD with weight decay on the tensors of ``ndim > 1`` only (see the module docstring)."""
+    return torch.optim.SGD(
+        [{"params": [p for _, p in named_params if p.ndim > 1], "weight_decay": weight_decay},
+         {"params": [p for _, p in named_params if p.ndim <= 1], "weight_decay": 0.0}],
+        lr=0.0, momentum=momentum, weight_decay=weight_decay,
+    )
 
 
 def class_logits(embeddings, weight, normalized: bool, num_classes: int | None = None):
@@ -62,23 +69,12 @@ class Trainer:
     def __init__(self, backbone, loss, momentum: float = 0.9, weight_decay: float = 5e-4,
                  hybridize: bool = True):
         del hybridize  # a Gluon-only switch; accepted so both constructors read alike
-        if not 0 <= momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
-        if weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+        check_sgd_args(momentum, weight_decay)
         self.backbone = backbone
         self.loss = loss
-        self.named_params = _named_trainable(backbone, loss)
-        decay = [p for _, p in self.named_params if p.ndim > 1]
-        no_decay = [p for _, p in self.named_params if p.ndim <= 1]
-        self.optimizer = torch.optim.SGD(
-            [{"params": decay, "weight_decay": weight_decay},
-             {"params": no_decay, "weight_decay": 0.0}],
-            lr=0.0, momentum=momentum, weight_decay=weight_decay,
-        )
-        # a joint objective (arcface+center) predicts with its base loss's weight
-        self.normalized_weight = bool(getattr(getattr(loss, "base", loss), "normalize_weight",
-                                              True))
+        self.named_params = trainable_params(backbone, loss)
+        self.optimizer = sgd(self.named_params, momentum, weight_decay)
+        self.normalized_weight = predicts_with_normalized_weight(loss)
 
     def set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:

@@ -29,7 +29,6 @@ def gluon_loss(name, num_classes, embedding_size, state, hp, dtype, hybridize=Fa
     from gluon_impl import losses as GL
 
     loss = GL.build_loss(name, num_classes=num_classes, embedding_size=embedding_size, **hp)
-    loss.initialize()
     if dtype != "float32":
         loss.cast(dtype)
     if state is not None:

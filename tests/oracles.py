@@ -1,44 +1,29 @@
 """NumPy oracles of every registered loss, written from SPEC.md section 1 (not from the code).
 
+``ORACLES`` holds one entry per loss: its defaults (the SPEC's table, checked against both
+backends) and its formula. A softmax-head loss gives its final B x C ``logits`` (the value is
+their cross-entropy, plus ``extra`` where the loss adds a term); a metric loss gives its
+``value``. Joint names "<base>+<aux>" are derived: base + lambda_ x ``AUX_TERMS[aux]``.
 ``loss_value(name, x, labels, state, hp)`` evaluates the formula in float64;
-``numeric_grad`` gives its central-difference gradient; ``DEFAULTS`` is the SPEC's table of
-defaults, checked against both backends. Joint names "<base>+<aux>" are base + lambda_ x aux.
+``numeric_grad`` gives its central-difference gradient. A loss without an entry raises
+``MissingOracle`` (tests/test_loss_oracle.py then fails, saying to add one here).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
-DEFAULTS = {
-    "softmax": {},
-    "l2softmax": {"scale": 30.0},
-    "normface": {"scale": 30.0},
-    "sphereface": {"margin": 4},
-    "cosface": {"scale": 64.0, "margin": 0.35},
-    "arcface": {"scale": 64.0, "margin": 0.5, "easy_margin": False},
-    "combined": {"scale": 64.0, "m1": 1.0, "m2": 0.3, "m3": 0.2},
-    "center": {"lambda_": 0.01, "alpha": 0.5},
-    "ring": {"lambda_": 0.01, "radius": 1.0},
-    "triplet": {"margin": 0.3},
-    "contrastive": {"margin": 1.0},
-    "magface": {"scale": 64.0, "lower_norm": 10.0, "upper_norm": 110.0, "lower_margin": 0.45,
-                "upper_margin": 0.8, "lambda_g": 35.0},
-    "adaface": {"scale": 64.0, "margin": 0.4, "h": 0.333, "t_alpha": 0.01},
-    "subcenter_arcface": {"scale": 64.0, "margin": 0.5, "sub_centers": 3},
-    "curricularface": {"scale": 64.0, "margin": 0.5, "t_alpha": 0.01},
-}
-AUX_DEFAULTS = {"center": {"alpha": 0.5}, "ring": {"radius": 1.0}}
 SIN_EPS = 1e-7
 ACOS_EPS = 1e-7
+JOINT_DEFAULTS = {"lambda_": 0.01}
 
 
-def defaults(name: str) -> dict:
-    if "+" in name:
-        base, aux = name.split("+")
-        return {"lambda_": 0.01, **DEFAULTS[base], **AUX_DEFAULTS[aux]}
-    return dict(DEFAULTS[name])
+class MissingOracle(LookupError):
+    pass
 
 
 def _unit(v):
@@ -116,58 +101,6 @@ def curricular_t_update(t, x, y, w, alpha):
     return alpha * c.mean() + (1 - alpha) * t
 
 
-def softmax_family_logits(name, x, w, y, hp, state, fixed_norms=None):
-    """Final B x C logits of a softmax-family loss (``fixed_norms``: AdaFace's detached |x|)."""
-    rows = np.arange(len(y))
-    if name == "curricularface":
-        cos = _unit(x) @ _unit(w).T
-        return curricular_logits(cos, y, hp, float(np.asarray(state["t"]).reshape(-1)[0]))
-    if name == "subcenter_arcface":
-        cos = subcenter_cosines(x, w, hp["sub_centers"])
-        logits = hp["scale"] * cos
-        logits[rows, y] = hp["scale"] * arc_target(np.clip(cos[rows, y], -1, 1), hp["margin"])
-        return logits
-    if name == "softmax":
-        return x @ w.T
-    if name == "l2softmax":
-        return (hp["scale"] * _unit(x)) @ w.T
-    if name == "sphereface":
-        norm = np.sqrt((x * x).sum(axis=1))
-        cos = _unit(x) @ _unit(w).T
-        logits = norm[:, None] * cos
-        c = np.clip(cos[rows, y], -1, 1)
-        lam = sphereface_lambda(int(np.asarray(state["iteration"]).reshape(-1)[0]))
-        logits[rows, y] = norm * (lam * c + sphereface_psi(c, hp["margin"])) / (1 + lam)
-        return logits
-    s = hp["scale"]
-    cos = _unit(x) @ _unit(w).T
-    c = np.clip(cos[rows, y], -1, 1)
-    if name == "normface":
-        t = c
-    elif name == "cosface":
-        t = c - hp["margin"]
-    elif name == "arcface":
-        t = arc_target(c, hp["margin"], hp["easy_margin"])
-    elif name == "magface":
-        m = magface_margin(np.sqrt((x * x).sum(axis=1)), hp)
-        sin = np.sqrt(np.maximum(1.0 - c * c, SIN_EPS))
-        t = np.where(c < np.cos(math.pi - m), c - m * np.sin(m), c * np.cos(m) - sin * np.sin(m))
-    elif name == "adaface":
-        norm = np.sqrt((x * x).sum(axis=1)) if fixed_norms is None else fixed_norms
-        t = adaface_target(c, norm, hp, state)
-    elif name == "combined":
-        if hp["m1"] == 1.0:
-            t = arc_target(c, hp["m2"]) - hp["m3"]
-        else:
-            theta = np.arccos(np.clip(c, -1 + ACOS_EPS, 1 - ACOS_EPS))
-            t = np.cos(hp["m1"] * theta + hp["m2"]) - hp["m3"]
-    else:
-        raise KeyError(name)
-    logits = s * cos
-    logits[rows, y] = s * t
-    return logits
-
-
 def center_term(x, y, centers):
     return 0.5 * float(np.mean(((x - centers[y]) ** 2).sum(axis=1)))
 
@@ -202,27 +135,166 @@ def contrastive(x, y, margin):
     return float(np.mean(terms)) if terms else 0.0
 
 
+# ---- one entry per loss -----------------------------------------------------------------
+
+def _cos(x, w):
+    return _unit(x) @ _unit(w).T
+
+
+def _target(cos, y, value):
+    """cos with each row's target column replaced by ``value`` (B,)."""
+    out = cos.copy()
+    out[np.arange(len(y)), y] = value
+    return out
+
+
+def _cos_y(cos, y):
+    return np.clip(cos[np.arange(len(y)), y], -1, 1)
+
+
+def _norm(x):
+    return np.sqrt((x * x).sum(axis=1))
+
+
+def _margin_logits(target_fn):
+    """Logits s cos_j with the target s target_fn(cos_y, x, hp, state, fixed_norms)."""
+    def logits(x, w, y, hp, state, fixed_norms):
+        cos = _cos(x, w)
+        return hp["scale"] * _target(cos, y, target_fn(_cos_y(cos, y), x, hp, state, fixed_norms))
+    return logits
+
+
+def _sphereface_logits(x, w, y, hp, state, fixed_norms):
+    cos = _cos(x, w)
+    c = _cos_y(cos, y)
+    lam = sphereface_lambda(int(np.asarray(state["iteration"]).reshape(-1)[0]))
+    return _norm(x)[:, None] * _target(cos, y, (lam * c + sphereface_psi(c, hp["margin"]))
+                                       / (1 + lam))
+
+
+def _magface_target(c, x, hp, state, fixed_norms):
+    m = magface_margin(_norm(x), hp)
+    sin = np.sqrt(np.maximum(1.0 - c * c, SIN_EPS))
+    return np.where(c < np.cos(math.pi - m), c - m * np.sin(m), c * np.cos(m) - sin * np.sin(m))
+
+
+def _magface_extra(x, hp):
+    a = np.clip(_norm(x), hp["lower_norm"], hp["upper_norm"])
+    return hp["lambda_g"] * float(np.mean(1.0 / a + a / hp["upper_norm"] ** 2))
+
+
+def _combined_target(c, x, hp, state, fixed_norms):
+    if hp["m1"] == 1.0:
+        return arc_target(c, hp["m2"]) - hp["m3"]
+    theta = np.arccos(np.clip(c, -1 + ACOS_EPS, 1 - ACOS_EPS))
+    return np.cos(hp["m1"] * theta + hp["m2"]) - hp["m3"]
+
+
+def _subcenter_logits(x, w, y, hp, state, fixed_norms):
+    cos = subcenter_cosines(x, w, hp["sub_centers"])
+    return hp["scale"] * _target(cos, y, arc_target(_cos_y(cos, y), hp["margin"]))
+
+
+def _curricular_logits(x, w, y, hp, state, fixed_norms):
+    return curricular_logits(_cos(x, w), y, hp, float(np.asarray(state["t"]).reshape(-1)[0]))
+
+
+@dataclass(frozen=True)
+class Oracle:
+    """The formula of one loss: ``logits`` (softmax heads; value = CE + ``extra``) or
+    ``value`` (metric losses), and the SPEC's defaults."""
+
+    defaults: dict
+    logits: Callable | None = None  # (x, W, y, hp, state, fixed_norms) -> final B x C logits
+    extra: Callable | None = None  # (x, hp) -> what the loss adds to the CE
+    value: Callable | None = None  # (x, y, hp) -> the loss, for losses without class weights
+    aux: str | None = None  # "center" / "ring": base softmax + lambda_ x that term
+
+
+@dataclass(frozen=True)
+class AuxOracle:
+    defaults: dict
+    term: Callable  # (x, y, state) -> the unweighted term
+
+
+AUX_TERMS = {
+    "center": AuxOracle({"alpha": 0.5},
+                        lambda x, y, state: center_term(x, y, np.asarray(state["centers"],
+                                                                         np.float64))),
+    "ring": AuxOracle({"radius": 1.0},
+                      lambda x, y, state: ring_term(x, np.asarray(state["radius"], np.float64))),
+}
+
+ORACLES = {
+    "softmax": Oracle({}, logits=lambda x, w, y, hp, state, fn: x @ w.T),
+    "l2softmax": Oracle({"scale": 30.0},
+                        logits=lambda x, w, y, hp, state, fn: (hp["scale"] * _unit(x)) @ w.T),
+    "normface": Oracle({"scale": 30.0}, logits=_margin_logits(lambda c, *_: c)),
+    "sphereface": Oracle({"margin": 4}, logits=_sphereface_logits),
+    "cosface": Oracle({"scale": 64.0, "margin": 0.35},
+                      logits=_margin_logits(lambda c, x, hp, *_: c - hp["margin"])),
+    "arcface": Oracle({"scale": 64.0, "margin": 0.5, "easy_margin": False},
+                      logits=_margin_logits(lambda c, x, hp, *_: arc_target(
+                          c, hp["margin"], hp["easy_margin"]))),
+    "combined": Oracle({"scale": 64.0, "m1": 1.0, "m2": 0.3, "m3": 0.2},
+                       logits=_margin_logits(_combined_target)),
+    "magface": Oracle({"scale": 64.0, "lower_norm": 10.0, "upper_norm": 110.0,
+                       "lower_margin": 0.45, "upper_margin": 0.8, "lambda_g": 35.0},
+                      logits=_margin_logits(_magface_target), extra=_magface_extra),
+    "adaface": Oracle({"scale": 64.0, "margin": 0.4, "h": 0.333, "t_alpha": 0.01},
+                      logits=_margin_logits(lambda c, x, hp, state, fn: adaface_target(
+                          c, _norm(x) if fn is None else fn, hp, state))),
+    "subcenter_arcface": Oracle({"scale": 64.0, "margin": 0.5, "sub_centers": 3},
+                                logits=_subcenter_logits),
+    "curricularface": Oracle({"scale": 64.0, "margin": 0.5, "t_alpha": 0.01},
+                             logits=_curricular_logits),
+    "center": Oracle({}, aux="center"),
+    "ring": Oracle({}, aux="ring"),
+    "triplet": Oracle({"margin": 0.3}, value=lambda x, y, hp: triplet(x, y, hp["margin"])),
+    "contrastive": Oracle({"margin": 1.0},
+                          value=lambda x, y, hp: contrastive(x, y, hp["margin"])),
+}
+
+
+def _parts(name: str) -> tuple[Oracle, str | None]:
+    """(the oracle of the base loss, the auxiliary term or None) of a registered name."""
+    base, _, aux = name.partition("+")
+    if base not in ORACLES or (aux and aux not in AUX_TERMS):
+        raise MissingOracle(f"loss {name!r} has no NumPy oracle: add an entry for "
+                            f"{base if base not in ORACLES else aux!r} to "
+                            f"{'ORACLES' if base not in ORACLES else 'AUX_TERMS'} in "
+                            f"tests/oracles.py (its formula, from SPEC.md or the paper)")
+    oracle = ORACLES[base]
+    if oracle.aux:
+        return ORACLES["softmax"], oracle.aux
+    return oracle, aux or None
+
+
+def defaults(name: str) -> dict:
+    """The SPEC's defaults of ``name`` (a joint's: lambda_, the base's, the term's)."""
+    oracle, aux = _parts(name)
+    if aux is None:
+        return dict(oracle.defaults)
+    return {**JOINT_DEFAULTS, **oracle.defaults, **AUX_TERMS[aux].defaults}
+
+
 def loss_value(name: str, x, y, state: dict, hp: dict | None = None, fixed_norms=None) -> float:
     """The loss of SPEC.md section 1 in float64; ``state`` holds weight/centers/radius/iteration.
 
     ``fixed_norms`` stands in for |x| where the formula detaches it (AdaFace), so central
     differences give the gradient of the formula as written.
     """
+    oracle, aux = _parts(name)
     hp = {**defaults(name), **(hp or {})}
     x = np.asarray(x, dtype=np.float64)
-    if name in ("triplet", "contrastive"):
-        return (triplet if name == "triplet" else contrastive)(x, y, hp["margin"])
-    base, aux = (name.split("+") if "+" in name else
-                 ("softmax", name) if name in ("center", "ring") else (name, None))
-    value = _ce(softmax_family_logits(base, x, np.asarray(state["weight"], np.float64), y,
-                                      hp, state, fixed_norms), y)
-    if base == "magface":
-        a = np.clip(np.sqrt((x * x).sum(axis=1)), hp["lower_norm"], hp["upper_norm"])
-        value += hp["lambda_g"] * float(np.mean(1.0 / a + a / hp["upper_norm"] ** 2))
-    if aux == "center":
-        value += hp["lambda_"] * center_term(x, y, np.asarray(state["centers"], np.float64))
-    elif aux == "ring":
-        value += hp["lambda_"] * ring_term(x, np.asarray(state["radius"], np.float64))
+    if oracle.value is not None:
+        return oracle.value(x, y, hp)
+    logits = oracle.logits(x, np.asarray(state["weight"], np.float64), y, hp, state, fixed_norms)
+    value = _ce(logits, y)
+    if oracle.extra is not None:
+        value += oracle.extra(x, hp)
+    if aux is not None:
+        value += hp["lambda_"] * AUX_TERMS[aux].term(x, y, state)
     return value
 
 

@@ -27,8 +27,8 @@ def test_same_registry_in_both_backends():
 
 @pytest.mark.parametrize("name", tb.list_backbones())
 def test_same_signature_in_both_backends(name):
-    t_sig = inspect.signature(tb.registry._REGISTRY[name])
-    g_sig = inspect.signature(gb.registry._REGISTRY[name])
+    t_sig = inspect.signature(tb.registry.BACKBONES.get(name))
+    g_sig = inspect.signature(gb.registry.BACKBONES.get(name))
     assert str(t_sig) == str(g_sig)
 
 

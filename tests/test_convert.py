@@ -78,11 +78,11 @@ def test_dump_and_info(tmp_path):
     root = photo_folder(tmp_path / "photos", COUNTS)
     convert_folder(root, tmp_path / "out", size=24, heldout=3, num_pairs=20, progress=False)
     n = dump_rec(tmp_path / "out", tmp_path / "dump", progress=False)
-    ds = FaceRecordDataset(tmp_path / "out")
-    files = sorted((tmp_path / "dump").rglob("*.jpg"))
-    assert n == len(files) == len(ds)
-    f = tmp_path / "dump" / str(int(ds.labels[2])) / f"{int(ds.keys[2])}.jpg"
-    np.testing.assert_array_equal(decode(f.read_bytes()), ds[2][0])
+    with FaceRecordDataset(tmp_path / "out") as ds:
+        files = sorted((tmp_path / "dump").rglob("*.jpg"))
+        assert n == len(files) == len(ds)
+        f = tmp_path / "dump" / str(int(ds.labels[2])) / f"{int(ds.keys[2])}.jpg"
+        np.testing.assert_array_equal(decode(f.read_bytes()), ds[2][0])
     text = describe(tmp_path / "out")
     assert "insightface" in text and f"images: {len(ds)}" in text
     text = describe(tmp_path / "out" / "heldout.bin")
@@ -109,5 +109,6 @@ def test_same_size_jpeg_keeps_original_bytes(tmp_path):
         Image.fromarray(face_image(1, 2, (24, 24))).save(tmp_path / "p" / who / "x.jpg",
                                                           quality=70)
     convert_folder(tmp_path / "p", tmp_path / "o", size=24, heldout=0, progress=False)
-    raw = FaceRecordDataset(tmp_path / "o").read_raw(0)[1]
+    with FaceRecordDataset(tmp_path / "o") as ds:
+        raw = ds.read_raw(0)[1]
     assert raw == (tmp_path / "p" / "a" / "x.jpg").read_bytes()

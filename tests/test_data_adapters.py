@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack, closing
+
 import numpy as np
 from datagen import write_rec
 
@@ -21,10 +23,16 @@ def test_same_class_names_and_signatures():
 
 def test_backends_get_identical_batches(tmp_path):
     write_rec(tmp_path, counts=(4, 3, 5, 4))
-    sampler = EpochSampler(FaceRecordDataset(tmp_path).labels, 4, seed=5)
-    tds, gds = tdata.FaceDataset(tmp_path), gdata.FaceDataset(tmp_path)
+    with ExitStack() as opened:
+        ref = opened.enter_context(closing(FaceRecordDataset(tmp_path)))
+        tds = opened.enter_context(closing(tdata.FaceDataset(tmp_path)))
+        gds = opened.enter_context(closing(gdata.FaceDataset(tmp_path)))
+        _check_identical_batches(ref, tds, gds)
+
+
+def _check_identical_batches(ref, tds, gds):
+    sampler = EpochSampler(ref.labels, 4, seed=5)
     assert tds.num_classes == gds.num_classes == 4
-    ref = FaceRecordDataset(tmp_path)
     torch_batches = [(d.numpy(), y.numpy()) for d, y in tdata.make_loader(tds, sampler, 1)]
     torch_workers = [(d.numpy(), y.numpy())
                      for d, y in tdata.make_loader(tds, sampler, 1, num_workers=2)]

@@ -1,4 +1,4 @@
-"""bench.gap: paired t-interval, McNemar's exact test, per-pair decisions, ranking with ties."""
+"""bench.report.gap: paired t-interval, McNemar's exact test, per-pair decisions, ranking, ties."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from bench.gap import (
+from bench.report.gap import (
     Interval,
     binomial_two_sided_half,
     correct_pairs,
@@ -158,8 +158,8 @@ def _toy_embeddings(rng, issame, noise):
 def test_report_pairs_backends_by_seed_and_counts_discordant_pairs(tmp_path):
     import pandas as pd
 
-    from bench import real_report
-    from bench import results as res
+    from bench.real import report as real_report
+    from bench.report import results as res
 
     rng = np.random.default_rng(0)
     issame = np.tile(np.r_[np.ones(10, bool), np.zeros(10, bool)], 10)
@@ -195,7 +195,7 @@ def test_report_pairs_backends_by_seed_and_counts_discordant_pairs(tmp_path):
 
 
 def test_ranking_and_gap_plot_draws_one_seed_rows_without_an_interval(tmp_path):
-    from bench.plots import ranking_and_gap
+    from bench.report.plots import ranking_and_gap
 
     nan = float("nan")
     ranks = [{"target": "heldout", "loss": loss, "backend": b, "rank": 1, "mean": m,

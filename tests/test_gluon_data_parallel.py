@@ -20,8 +20,7 @@ def _model(name: str, seed: int = 4):
     net = gluon.nn.HybridSequential()
     net.add(gluon.nn.Flatten(), gluon.nn.Dense(D, in_units=12))
     net.initialize(mx.init.Normal(0.5))
-    loss = build_loss(name, num_classes=C, embedding_size=D)
-    loss.initialize()
+    loss = build_loss(name, num_classes=C, embedding_size=D)  # initialised by build_loss
     return net, loss
 
 

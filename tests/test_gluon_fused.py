@@ -1,4 +1,4 @@
-"""The fused Gluon head (``gluon_impl/fused.py``; on by default without a GPU, off with
+"""The fused Gluon head (``gluon_impl/native.py``; on by default without a GPU, off with
 ``FACELOSSES_FUSED=0``): built with the system compiler, it must give the pure-Gluon graph's
 values and gradients for every softmax-family loss (the ``MarginSoftmax`` hooks and
 CurricularFace's hard-negative rule), imperative and hybridized, float32 and float64."""
@@ -9,19 +9,19 @@ import numpy as np
 import pytest
 from loss_backends import gluon_eval, gluon_loss, labels_for, random_state
 
-from gluon_impl import fused
 from gluon_impl import losses as GL
+from gluon_impl import native
 from gluon_impl.losses.base import loss_class
 
 # every single softmax-family loss goes through ops.margin_cross_entropy (joint ones too, via
 # their base, which is tested here on its own)
-MARGIN_LOSSES = [n for n in GL.list_losses() if loss_class(n).softmax_family]
+MARGIN_LOSSES = [n for n in GL.list_losses() if loss_class(n).shardable]
 
 
 @pytest.fixture()
 def fresh_state():
-    """``fused.available()`` asks again in the test; the module's state is restored after."""
-    loader = fused.OPERATORS
+    """``native.available()`` asks again in the test; the module's state is restored after."""
+    loader = native.OPERATORS
     saved = (loader.done, loader.value, loader.reason)
     loader.reset()
     yield
@@ -32,17 +32,17 @@ def fresh_state():
 def fused_switch(monkeypatch, fresh_state):
     """Builds and loads the operator; yields a function that turns the fused path on or off."""
     monkeypatch.setenv("FACELOSSES_FUSED", "1")
-    assert fused.available(), f"the fused operator did not build: {fused.unavailable_reason()}"
+    assert native.available(), f"the fused operator did not build: {native.unavailable_reason()}"
 
     def switch(on: bool) -> None:
-        fused.OPERATORS.value = True if on else None
+        native.OPERATORS.value = True if on else None
 
     return switch
 
 
 def test_FACELOSSES_FUSED_0_turns_it_off(monkeypatch, fresh_state):
     monkeypatch.setenv("FACELOSSES_FUSED", "0")
-    assert not fused.available() and "FACELOSSES_FUSED=0" in fused.unavailable_reason()
+    assert not native.available() and "FACELOSSES_FUSED=0" in native.unavailable_reason()
 
 
 @pytest.mark.parametrize("name", MARGIN_LOSSES)

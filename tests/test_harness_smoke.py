@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from bench.cli import main
-from bench.harness import default_losses, known_losses
+from bench.run.harness import default_losses, known_losses
 from common.synthetic import generate
 
 
@@ -85,7 +85,7 @@ def test_feature_space_figures(tiny):
 def test_the_commit_is_read_once_per_process(tmp_path):
     import subprocess
 
-    from bench import results as res
+    from bench.report import results as res
 
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
@@ -101,7 +101,7 @@ def test_the_commit_is_read_once_per_process(tmp_path):
 def test_dirty_means_changed_code_not_rewritten_results(tmp_path):
     import subprocess
 
-    from bench import results as res
+    from bench.report import results as res
 
     env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@t", "PATH": __import__("os").environ["PATH"]}

@@ -72,3 +72,42 @@ def test_common_imports_no_framework_at_runtime():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "", f"importing common pulled in: {out.stdout.strip()}"
+
+
+# ---- inside bench/: wings that import downwards only, no private name crossing a module ------
+
+# wing -> the bench wings it may import (commands sits on top; report imports only itself)
+BENCH_WINGS = {
+    "report": {"report"},
+    "run": {"run", "report", "runtime"},
+    "real": {"real", "report"},
+    "perf": {"perf", "report", "runtime"},
+}
+
+
+def bench_imports(path: Path) -> list[tuple[str, list[str]]]:
+    """(imported bench module, names taken from it) for each ``from bench...`` / ``import``."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module \
+                and node.module.split(".")[0] == "bench":
+            out.append((node.module, [a.name for a in node.names]))
+        elif isinstance(node, ast.Import):
+            out += [(a.name, []) for a in node.names if a.name.split(".")[0] == "bench"]
+    return out
+
+
+def test_bench_wings_import_downwards_and_no_private_names():
+    bad = []
+    for path in package_files("bench"):
+        rel = path.relative_to(ROOT / "bench").parts
+        wing = rel[0] if len(rel) > 1 else None
+        for module, names in bench_imports(path):
+            parts = module.split(".")
+            target = parts[1] if len(parts) > 1 else None
+            if wing in BENCH_WINGS and target and target not in BENCH_WINGS[wing]:
+                bad.append(f"bench/{'/'.join(rel)} (wing {wing}) imports {module}")
+            for name in names:
+                if name.startswith("_"):
+                    bad.append(f"bench/{'/'.join(rel)} takes the private {module}.{name}")
+    assert not bad, "\n".join(bad)

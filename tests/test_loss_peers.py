@@ -36,7 +36,7 @@ def _pml_eval(loss, x, y, weight):
     xt = torch.tensor(x, requires_grad=True)
     value = loss(xt, torch.tensor(y))
     value.backward()
-    return float(value), xt.grad.numpy(), loss.W.grad.numpy().T
+    return float(value.detach()), xt.grad.numpy(), loss.W.grad.numpy().T
 
 
 @pytest.mark.parametrize("seed", range(3))

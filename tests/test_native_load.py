@@ -1,5 +1,5 @@
 """``common.native.LoadOnce``: the load-once, fall-back-with-a-reason logic both backends'
-C++ kernels share (``pytorch_impl/native.py``, ``gluon_impl/fused.py``)."""
+C++ kernels share (``pytorch_impl/native.py``, ``gluon_impl/native.py``)."""
 
 from __future__ import annotations
 

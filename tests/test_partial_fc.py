@@ -2,7 +2,7 @@
 against their single-process counterparts, on CPU ranks over gloo.
 
 One ``torch.multiprocessing.spawn`` per world size (2 and 3) runs every check for every
-softmax-family loss in ``list_losses()``; each rank saves its numbers and the references it
+``shardable`` loss in ``list_losses()``; each rank saves its numbers and the references it
 computed from the same seeds, and the assertions run here, in the pytest process.
 """
 
@@ -28,10 +28,11 @@ TRAINER_LOSSES = ("arcface", "adaface", "arcface+center", "triplet", "curricular
                   "subcenter_arcface")
 
 
-def softmax_family() -> list[str]:
-    """Every single softmax-family loss: the MarginSoftmax hooks and the two that say how they
-    differ (Sub-center ArcFace, CurricularFace)."""
-    names = [n for n in list_losses() if "+" not in n and loss_class(n).softmax_family]
+def shardable() -> list[str]:
+    """Every loss that declares ``shardable``: the MarginSoftmax hooks and the two that say how
+    they differ (Sub-center ArcFace, CurricularFace). Joints are not (their base is)."""
+    names = [n for n in list_losses() if loss_class(n).shardable]
+    assert not any("+" in n for n in names)
     assert {"subcenter_arcface", "curricularface"} <= set(names)
     return names
 
@@ -68,7 +69,7 @@ def _reference(loss, x, y):
     xr = x.clone().requires_grad_(True)
     value = loss(xr, y)
     value.backward()
-    return float(value), xr.grad.numpy(), loss.weight.grad.numpy().copy()
+    return float(value.detach()), xr.grad.numpy(), loss.weight.grad.numpy().copy()
 
 
 def _worker(rank: int, world: int, port: int, out: str) -> None:
@@ -80,7 +81,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     init(rank, world, init_method=f"tcp://127.0.0.1:{port}", backend="gloo")
     lo, hi = shard_bounds(B, world, rank)
     res = {}
-    for name in softmax_family():
+    for name in shardable():
         loss, x, y = _problem(name, C)
         ref = _reference(loss, x, y)
         loss.zero_grad()
@@ -88,7 +89,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         xl = x[lo:hi].clone().requires_grad_(True)
         value = pfc(xl, y[lo:hi])
         value.backward()
-        res[f"{name}/loss"] = np.array([float(value), ref[0]])
+        res[f"{name}/loss"] = np.array([float(value.detach()), ref[0]])
         res[f"{name}/gx"] = np.stack([xl.grad.numpy(), ref[1][lo:hi]])
         k = pfc.rows_per_class
         res[f"{name}/gw"] = np.stack([pfc.weight.grad.numpy(),
@@ -116,7 +117,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         gw_full = np.zeros((C_SAMPLED, k, D))
         gw_full[kept.numpy()] = ref[2].reshape(-1, k, D)
         gw_full = gw_full.reshape(-1, D)
-        res[f"{name}/s_loss"] = np.array([float(value), ref[0]])
+        res[f"{name}/s_loss"] = np.array([float(value.detach()), ref[0]])
         res[f"{name}/s_gx"] = np.stack([xl.grad.numpy(), ref[1][lo:hi]])
         res[f"{name}/s_gw"] = np.stack([pfc.weight.grad.numpy(),
                                         gw_full[pfc.start * k:pfc.end * k]])
@@ -253,7 +254,7 @@ def ranks(request, tmp_path_factory):
     return request.param, _spawn(request.param, tmp_path_factory.mktemp(f"w{request.param}"))
 
 
-@pytest.mark.parametrize("name", softmax_family())
+@pytest.mark.parametrize("name", shardable())
 def test_exact_mode_matches_single_process(ranks, name):
     world, results = ranks
     for rank, res in enumerate(results):
@@ -269,7 +270,7 @@ def test_exact_mode_matches_single_process(ranks, name):
     assert sum(len(r[f"{name}/gw"][0]) for r in results) == rows
 
 
-@pytest.mark.parametrize("name", softmax_family())
+@pytest.mark.parametrize("name", shardable())
 def test_sampling_keeps_positives_and_matches_restricted_softmax(ranks, name):
     world, results = ranks
     kept = results[0][f"{name}/s_kept"]
@@ -367,6 +368,6 @@ def test_single_rank_partial_fc_is_the_single_process_head():
     xr = x.clone().requires_grad_(True)
     value = pfc(xr, y)
     value.backward()
-    assert float(value) == pytest.approx(ref[0], rel=1e-12)
+    assert float(value.detach()) == pytest.approx(ref[0], rel=1e-12)
     np.testing.assert_allclose(xr.grad.numpy(), ref[1], rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(pfc.weight.grad.numpy(), ref[2], rtol=1e-9, atol=1e-12)

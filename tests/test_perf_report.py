@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.perf_report import goal_of, read_rows, write_report
+from bench.perf.report import goal_of, read_rows, write_report
 
 
 def row(section, case, impl, baseline, median, ratio):

@@ -1,4 +1,4 @@
-"""bench.real_data on tiny generated stand-ins (never ../shared): held-out identities stay out
+"""bench.real.data on tiny generated stand-ins (never ../shared): held-out identities stay out
 of training, View 1's DevTest people are not trained on, folds are half same / half different."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from datagen import face_image, photo_folder
 
-from bench import real_data
-from bench.real_data import (
+from bench.real import data as real_data
+from bench.real.data import (
     LfwView1Set,
     PhotoFolderSet,
     check_disjoint,

@@ -25,8 +25,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import harness
 from bench.cli import main
+from bench.run import cell, harness
+from bench.run.config import HarnessConfig
+from bench.run.data import train_images
 from common.images import make_batch
 from common.sampler import EpochSampler
 from common.schedule import build_schedule
@@ -61,10 +63,10 @@ def metric_rows(root, name):
 
 @pytest.mark.parametrize("backend", ["pytorch", "gluon"])
 def test_stopped_and_resumed_run_equals_uninterrupted(tiny, tmp_path, backend):
-    cfg = harness.HarnessConfig(data=str(tiny / "tiny"), image_size=32, embedding_size=16,
+    cfg = HarnessConfig(data=str(tiny / "tiny"), image_size=32, embedding_size=16,
                                 backbone_kwargs={"width": 4}, batch_size=12, epochs=2)
-    images, labels, classes = harness.train_images(Path(cfg.data), cfg.image_size)
-    params, lstate = harness.initial_state(cfg, "center", classes)
+    images, labels, classes = train_images(Path(cfg.data), cfg.image_size)
+    params, lstate = cell.initial_state(cfg, "center", classes)
     sampler = EpochSampler(labels, cfg.batch_size, cfg.seed)
     schedule = build_schedule("cosine", 0.05, cfg.epochs, len(sampler), warmup_epochs=0.5)
 
@@ -72,7 +74,7 @@ def test_stopped_and_resumed_run_equals_uninterrupted(tiny, tmp_path, backend):
         return make_batch(images[idx], flips)
 
     def run(ckpt, stop=None):
-        trainer = harness.build_trainer(backend, cfg, "center", classes, params, lstate)
+        trainer = cell.build_trainer(backend, cfg, "center", classes, params, lstate)
         history = fit(trainer, sampler, labels, batch, schedule, cfg.epochs, checkpoint=ckpt,
                       stop_after_steps=stop, checkpoint_every=1, progress=False)
         return history, trainer.state_arrays()
@@ -136,7 +138,7 @@ def test_nonfinite_state_never_replaces_a_checkpoint(tmp_path):
 
 def test_preflight_errors_come_before_training(tiny, tmp_path, capsys, monkeypatch):
     assert main(args(tiny, "x", "--data", str(tmp_path / "nowhere"))) == 2
-    assert f"data folder {tmp_path / 'nowhere'} does not exist" in capsys.readouterr().err
+    assert f"folder {tmp_path / 'nowhere'} does not exist" in capsys.readouterr().err
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     assert main(args(tiny, "x", "--results", str(blocker / "results"))) == 2
@@ -172,7 +174,6 @@ def test_a_checkpoint_with_a_missing_or_an_extra_array_is_refused(backend):
         net.add(gluon.nn.Flatten(), gluon.nn.Dense(4, in_units=12))
         net.initialize()
         loss = build_loss("center", num_classes=3, embedding_size=4)
-        loss.initialize()
         trainer = Trainer(net, loss)
     images = np.random.default_rng(0).normal(size=(4, 3, 2, 2)).astype(np.float32)
     trainer.train_step(images, np.array([0, 1, 2, 0]))

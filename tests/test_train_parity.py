@@ -26,7 +26,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.harness import HarnessConfig, build_trainer, initial_state, known_losses
+from bench.run.cell import build_trainer, initial_state
+from bench.run.config import HarnessConfig
+from bench.run.harness import known_losses
 from common.images import make_batch
 from common.sampler import EpochSampler
 from common.schedule import build_schedule
@@ -121,7 +123,6 @@ def test_sgd_rule_is_torch_s_in_both_backends_when_lr_changes():
     gnet.bias.set_data(mx.nd.array(bias))
     tloss = tlosses.build_loss("normface", num_classes=4, embedding_size=8)
     gloss = glosses.build_loss("normface", num_classes=4, embedding_size=8)
-    gloss.initialize()
     glosses.load_loss_state(gloss, tlosses.loss_state(tloss))
     tt, gt = TorchTrainer(tnet, tloss), GluonTrainer(gnet, gloss)
     x = rng.normal(size=(6, 3, 4, 4)).astype(np.float32)

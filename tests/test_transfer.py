@@ -129,33 +129,42 @@ def test_gluon_export_of_uninitialised_model_is_an_error():
         gt.export_params(SmallCNN(embedding_size=8, image_size=32))
 
 
-def test_hybridized_gradients_match_torch_after_transfer():
-    """PReLU and conv/FC weight gradients after one train-mode backward agree across backends
-    with the gluon model hybridised (MXNet 1.9.1's own PReLU was 0.75 off on SmallCNN's last
-    block). BN gamma/beta gradients are left out: they are sums with heavy cancellation (torch
-    float32 vs float64 already differ by 3e-3 relative on body.3.bn.gamma)."""
+def _weight_gradients(dtype: str) -> tuple[dict, dict]:
+    """One train-mode backward of the same SmallCNN in torch and in hybridised Gluon."""
     torch.manual_seed(0)
     t = tb.build_backbone("smallcnn", embedding_size=64, image_size=48)
     g = gb.build_backbone("smallcnn", embedding_size=64, image_size=48)
     gt.import_params(g, tt.export_params(t))
+    t.to(getattr(torch, dtype))
+    g.cast(dtype)
     g.hybridize(static_alloc=True)
     rs = np.random.RandomState(0)
-    x = rs.randn(64, 3, 48, 48).astype(np.float32)
-    w = rs.randn(64, 64).astype(np.float32)  # a random projection: no gradient is ~0 by symmetry
+    x = rs.randn(64, 3, 48, 48).astype(dtype)
+    w = rs.randn(64, 64).astype(dtype)  # a random projection: no gradient is ~0 by symmetry
     t.train()
     (t(torch.from_numpy(x)) * torch.from_numpy(w)).sum().backward()
     with autograd.record():
-        loss = (g(mx.nd.array(x)) * mx.nd.array(w)).sum()
+        loss = (g(mx.nd.array(x, dtype=dtype)) * mx.nd.array(w, dtype=dtype)).sum()
     loss.backward()
     t_grads = {k: p.grad.numpy() for k, p in t.named_parameters() if p.grad is not None}
-    g_params = g._collect_params_with_prefix()
-    checked = 0
-    for name, p in g_params.items():
-        if p.grad_req == "null" or not name.endswith((".alpha", ".weight")):
-            continue
-        key = name.replace(".alpha", ".weight")
-        ref = t_grads[key]
-        err = np.abs(p.grad().asnumpy() - ref).max() / (np.abs(ref).max() + 1e-12)
-        assert err < 1e-4, f"{name}: relative gradient difference {err:.3g}"
-        checked += name.endswith(".alpha")
-    assert checked == 4
+    g_grads = {}
+    for name, p in g._collect_params_with_prefix().items():
+        if p.grad_req != "null" and name.endswith((".alpha", ".weight")):
+            g_grads[name.replace(".alpha", ".weight")] = p.grad().asnumpy()
+    return t_grads, g_grads
+
+
+@pytest.mark.parametrize("dtype,tol", [("float64", 1e-12), ("float32", 2e-3)])
+def test_hybridized_gradients_match_torch_after_transfer(dtype, tol):
+    """PReLU and conv/FC weight gradients after one train-mode backward agree across backends
+    with the gluon model hybridised (MXNet 1.9.1's own PReLU was 0.75 off on SmallCNN's last
+    block). BN gamma/beta gradients are left out: they are sums with heavy cancellation.
+    float64 is the exact check (7e-15 measured). In float32 the first two convs' gradients pass
+    through train-mode BatchNorm backwards that cancel: MXNet's are 1.5e-4 and 8.3e-4 from the
+    float64 gradient on AMD EPYC (torch's 6e-6), so float32 only bounds that rounding."""
+    t_grads, g_grads = _weight_gradients(dtype)
+    assert len(g_grads) == 9  # 4 convs, 4 PReLU alphas (torch names: prelu.weight), fc
+    for name, got in g_grads.items():
+        ref = t_grads[name]
+        err = np.abs(got - ref).max() / (np.abs(ref).max() + 1e-300)
+        assert err < tol, f"{name}: relative gradient difference {err:.3g} ({dtype})"

@@ -317,7 +317,7 @@ def test_evaluate_reports_bad_images_and_embeddings():
 
 
 def test_plots_draw_every_run_and_the_threshold(tmp_path):
-    from bench.verification_plots import plot_distance_distribution, plot_roc
+    from bench.report.verification_plots import plot_distance_distribution, plot_roc
 
     a = V.evaluate_embeddings(*clustered(300, 8, 17, noise=0.8))
     b = V.evaluate_embeddings(*clustered(300, 8, 18, noise=1.6))
@@ -333,7 +333,7 @@ def test_plots_draw_every_run_and_the_threshold(tmp_path):
 
 
 def test_perf_rows_have_the_section_format():
-    from bench.perf.verification import measure
+    from bench.perf.sections.verification import measure
 
     rows = measure(quick=True, nrof_pairs=100, dim=16)
     assert [r["impl"] for r in rows] == ["InsightFace literal loop", "common.verification"]

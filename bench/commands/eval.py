@@ -15,7 +15,6 @@ reports the max abs difference of the L2-normalised embeddings to the first back
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import sys
 from pathlib import Path
@@ -24,7 +23,9 @@ import numpy as np
 
 NAME = "eval"
 HELP = "verification accuracy of a model (.bin, flip test, ROC) in torch/gluon/mxnet"
-BACKENDS = ("mxnet", "gluon", "torch")
+# the embedders `bench eval` can run, in this order; "mxnet" is MXNet's own Module (the
+# reference for a checkpoint), "torch"/"gluon" our backbones: not common.backends.BACKENDS
+EVAL_BACKENDS = ("mxnet", "gluon", "torch")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm"}
 
 
@@ -37,11 +38,12 @@ def add_arguments(parser):
     parser.add_argument("--backend", choices=("torch", "gluon", "mxnet", "all"), default="all",
                         help="all = torch and gluon, plus mxnet for an MXNet checkpoint")
     parser.add_argument("--no-flip", dest="flip", action="store_false", help="no flip test")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64, help="images per embedding batch")
     parser.add_argument("--compare-images", metavar="DIR",
                         help="also compare embeddings of every image under DIR across backends")
     parser.add_argument("--out", help="folder for metrics.csv, roc.png, results.md")
-    parser.add_argument("--no-progress", dest="progress", action="store_false")
+    parser.add_argument("--no-progress", dest="progress", action="store_false",
+                        help="no progress bar")
 
 
 class CachedEmbedder:
@@ -92,7 +94,7 @@ def load_embedders(args) -> tuple[dict[str, CachedEmbedder], dict]:
     """({backend: CachedEmbedder} in the order mxnet, gluon, torch; model meta)."""
     from bench.commands.import_model import build_from_exported, read_exported
 
-    wanted = BACKENDS if args.backend == "all" else (args.backend,)
+    wanted = EVAL_BACKENDS if args.backend == "all" else (args.backend,)
     if args.model and args.backend == "mxnet":
         raise ValueError("--backend mxnet needs an MXNet checkpoint (--mxnet PREFIX)")
     if args.model:
@@ -107,7 +109,7 @@ def load_embedders(args) -> tuple[dict[str, CachedEmbedder], dict]:
         meta = {"backbone": name, "embedding_size": kwargs.pop("embedding_size"),
                 "image_size": kwargs.pop("image_size"), "backbone_kwargs": kwargs}
     out = {}
-    for backend in BACKENDS:
+    for backend in EVAL_BACKENDS:
         if backend not in wanted or (backend == "mxnet" and args.model):
             continue
         if backend == "mxnet":
@@ -146,10 +148,11 @@ def _normalised(e: np.ndarray) -> np.ndarray:
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
+    """Columns of the first row; the csv module's \\r\\n line ends, as these files always had."""
+    from bench.report.tables import csv_text
+
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+        f.write(csv_text(rows, list(rows[0]), lineterminator="\r\n"))
 
 
 def run(args) -> int:
@@ -195,7 +198,7 @@ def run(args) -> int:
 
 
 def _write_outputs(out: Path, args, meta: dict, rows, diffs, results) -> None:
-    from bench.verification_plots import plot_roc
+    from bench.report.verification_plots import plot_roc
 
     _write_csv(out / "metrics.csv", rows)
     if diffs:
@@ -205,18 +208,19 @@ def _write_outputs(out: Path, args, meta: dict, rows, diffs, results) -> None:
 
 
 def _write_markdown(path: Path, args, meta: dict, rows: list[dict], diffs: list[dict]) -> None:
+    from bench.report.tables import markdown_lines
+
     lines = [f"# {Path(args.bin).name}: {meta['backbone']} ({meta['embedding_size']}-d)", "",
-             "Command: `python -m bench " + " ".join(sys.argv[1:]) + "`", "",
-             "| backend | accuracy | VAL@FAR=1e-3 | FAR | EER | AUC | XNorm | flip |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['backend']} | {r['accuracy_mean']:.5f} +- {r['accuracy_std']:.5f} "
-                     f"| {r['val_mean']:.5f} +- {r['val_std']:.5f} | {r['far_mean']:.5f} "
-                     f"| {r['eer']:.5f} | {r['auc']:.5f} | {r['xnorm']:.4f} | {r['flip']} |")
+             "Command: `python -m bench " + " ".join(sys.argv[1:]) + "`", ""]
+    lines += markdown_lines(
+        ["backend", "accuracy", "VAL@FAR=1e-3", "FAR", "EER", "AUC", "XNorm", "flip"],
+        ([r["backend"], f"{r['accuracy_mean']:.5f} +- {r['accuracy_std']:.5f}",
+          f"{r['val_mean']:.5f} +- {r['val_std']:.5f}", f"{r['far_mean']:.5f}",
+          f"{r['eer']:.5f}", f"{r['auc']:.5f}", f"{r['xnorm']:.4f}", r["flip"]] for r in rows))
     if diffs:
-        lines += ["", "| backend | reference | images | max abs diff (normalised) | raw |",
-                  "|---|---|---|---|---|"]
-        lines += [f"| {d['backend']} | {d['reference']} | {d['images']} "
-                  f"| {d['max_abs_diff_normalised']:.3g} | {d['max_abs_diff_raw']:.3g} |"
-                  for d in diffs]
+        lines.append("")
+        lines += markdown_lines(
+            ["backend", "reference", "images", "max abs diff (normalised)", "raw"],
+            ([d["backend"], d["reference"], d["images"], f"{d['max_abs_diff_normalised']:.3g}",
+              f"{d['max_abs_diff_raw']:.3g}"] for d in diffs))
     path.write_text("\n".join(lines) + "\n")

@@ -4,48 +4,71 @@ features_3d.png. The default data set is generated when missing, as for ``run``.
 
 from __future__ import annotations
 
+# the losses of the classic papers' feature figures
+CLASSIC = ("softmax", "l2softmax", "normface", "sphereface", "cosface", "arcface", "combined",
+           "center", "ring", "triplet", "contrastive")
+
 NAME = "features"
 HELP = "2-D / 3-D learned-feature figure per loss and backend (the classic papers' figure)"
 
 
 def add_arguments(p) -> None:
     from bench.commands.run import DEFAULT_DATA
-    from bench.features import CLASSIC
+    from bench.run.options import add_config_arguments
 
-    p.add_argument("--data", default=str(DEFAULT_DATA), help="data folder (as for run)")
-    p.add_argument("--results", default="results", help="results root")
-    p.add_argument("--losses", default=",".join(CLASSIC),
-                   help="comma-separated loss names")
-    p.add_argument("--backends", default="pytorch,gluon", help="subset of pytorch,gluon")
+    p.add_argument("--data", default=str(DEFAULT_DATA),
+                   help="data folder (as for run: the default folder is generated when missing)")
+    add_config_arguments(
+        p, ("results", "losses", "backends", "image_size", "epochs", "batch_size", "lr", "seed",
+            "progress"),
+        defaults={"losses": CLASSIC, "epochs": 12, "batch_size": 32, "lr": 0.05},
+        helps={"losses": "comma-separated loss names"})
     p.add_argument("--identities", type=int, default=8, help="training identities to use")
     p.add_argument("--dims", default="2,3", help="embedding sizes to draw (2 and/or 3)")
-    p.add_argument("--image-size", type=int, default=48)
     p.add_argument("--width", type=int, default=8, help="smallcnn width")
-    p.add_argument("--epochs", type=int, default=12)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--difficulty", type=float, default=None,
                    help="difficulty of the generated synthetic set (only when generated)")
-    p.add_argument("--no-progress", action="store_true")
+
+
+def _dims(args) -> tuple[int, ...]:
+    from bench.run.options import csv_names
+
+    try:
+        dims = tuple(int(d) for d in csv_names(args.dims))
+    except ValueError:
+        dims = ()
+    if not dims or any(d not in (2, 3) for d in dims):
+        raise ValueError(f"--dims must be 2 and/or 3, got {args.dims!r}")
+    return dims
+
+
+def config(args, data):
+    from bench.run.options import config_from_args
+
+    return config_from_args(args, data=str(data), backbone_kwargs={"width": args.width},
+                            warmup_epochs=1.0)
+
+
+def check(args) -> None:
+    """Every argument checkable without torch or mxnet, before any data is generated."""
+    from bench.commands.run import DEFAULT_DATA
+    from bench.run.options import check as check_config
+    from bench.run.options import check_data
+
+    _dims(args)
+    if args.identities < 2 or args.width < 1:
+        raise ValueError(f"--identities must be >= 2 and --width >= 1, got {args.identities} "
+                         f"and {args.width}")
+    check_config(config(args, args.data))
+    check_data(args.data, generated=DEFAULT_DATA)
 
 
 def run(args) -> int:
-    from bench import features
-    from bench.commands.run import _csv, ensure_data
-    from bench.harness import HarnessConfig
+    from bench.commands.run import ensure_data
+    from bench.run import features
 
-    dims = tuple(int(d) for d in _csv(args.dims))
-    bad = [d for d in dims if d not in (2, 3)]
-    if bad:
-        raise ValueError(f"--dims must be 2 and/or 3, got {args.dims!r}")
+    dims = _dims(args)
     data = ensure_data(args)
-    cfg = HarnessConfig(
-        data=str(data), results=args.results, losses=_csv(args.losses),
-        backends=_csv(args.backends), backbone_kwargs={"width": args.width},
-        image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size,
-        lr=args.lr, seed=args.seed, warmup_epochs=1.0, progress=not args.no_progress,
-    )
-    for path in features.run(cfg, args.identities, dims):
+    for path in features.run(config(args, data), args.identities, dims):
         print(f"[plot] {path}")
     return 0

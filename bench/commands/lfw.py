@@ -16,7 +16,8 @@ NEEDS_FRAMEWORKS = False
 
 
 def add_arguments(parser):
-    sub = parser.add_subparsers(dest="lfw_command", metavar="{pairs,people}")
+    sub = parser.add_subparsers(dest="lfw_command", metavar="{pairs,people}",
+                                help="which LFW list to convert")
     sub.required = True
     fmt = argparse.ArgumentDefaultsHelpFormatter
     p = sub.add_parser("pairs", help="pairs file -> verification .bin", formatter_class=fmt)

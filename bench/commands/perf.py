@@ -41,7 +41,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from bench.perf_report import read_rows, write_report
+    from bench.perf.report import read_rows, write_report
 
     if args.render_only:
         rows = read_rows(args.out / "perf.csv")
@@ -49,14 +49,14 @@ def run(args) -> int:
         write_report(rows, args.out, sections=sections, failures={}, quick=False)
         print(f"[perf] rebuilt {args.out}/README.md from {args.out}/perf.csv")
         return 0
-    from bench.results import environment
+    from bench.report.results import environment
 
     names = [n for n in _all_sections() if n in args.sections]
     if args.cases:
         import inspect
 
         no_cases = [n for n in names if "cases" not in inspect.signature(
-            importlib.import_module(f"bench.perf.{n}").measure).parameters]
+            importlib.import_module(f"bench.perf.sections.{n}").measure).parameters]
         if no_cases:
             raise ValueError(f"--cases: section(s) {', '.join(no_cases)} measure all their "
                              "cases; --cases applies to: training")
@@ -68,7 +68,7 @@ def run(args) -> int:
     commit = environment()["git_commit"][:10]
     rows, failures = [], {}
     for name in names:
-        module = importlib.import_module(f"bench.perf.{name}")
+        module = importlib.import_module(f"bench.perf.sections.{name}")
         print(f"[perf] section {name} ...", flush=True)
         t0 = time.perf_counter()
         # the conditions too: thread count and load decide what a shared 2-core machine gives
@@ -95,14 +95,14 @@ def run(args) -> int:
 
 
 def _all_sections() -> list[str]:
-    import bench.perf
+    import bench.perf.sections
 
-    return sorted(m.name for m in pkgutil.iter_modules(bench.perf.__path__)
+    return sorted(m.name for m in pkgutil.iter_modules(bench.perf.sections.__path__)
                   if not m.name.startswith("_"))
 
 
 def _write(kept: list[dict], rows: list[dict], args, failures: dict) -> None:
-    from bench.perf_report import write_report
+    from bench.perf.report import write_report
 
     done = {r["section"] for r in kept + rows} | set(failures)
     order = [n for n in _all_sections() if n in done]

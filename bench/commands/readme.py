@@ -4,7 +4,7 @@ The block between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->`` is re
 else in the README changes. From a results.csv of `python -m bench run` (``--results``): a
 compact table, one row per loss (each backend's accuracy mean +- std, their difference and
 training throughput), and the command, commit and CPU that produced it. With ``--real DIR...``
-(folders `python -m bench real` wrote): one row per data set (``bench.real_summary``), into
+(folders `python -m bench real` wrote): one row per data set (``bench.real.summary``), into
 the ``real`` block.
 """
 
@@ -34,16 +34,15 @@ def add_arguments(parser) -> None:
 def compact_table(csv_path: Path) -> str:
     import pandas as pd
 
-    from bench import results as res
+    from bench.report import results as res
+    from bench.report.tables import markdown_lines, read_metadata
 
     table = pd.read_csv(csv_path, comment="#")
-    meta = res.read_metadata(csv_path)
+    meta = read_metadata(csv_path)
     lines = []
     for target, group in table.groupby("target", sort=True):
-        lines += [f"Verification set `{target}` (10-fold accuracy, mean +- std over folds):", "",
-                  "| loss | PyTorch acc | Gluon acc | torch - gluon | PyTorch img/s "
-                  "| Gluon img/s |",
-                  "|---|---|---|---:|---:|---:|"]
+        lines += [f"Verification set `{target}` (10-fold accuracy, mean +- std over folds):", ""]
+        cells = []
         for loss, rows in group.groupby("loss", sort=True):
             by = {r.backend: r for r in rows.itertuples()}
 
@@ -57,8 +56,9 @@ def compact_table(csv_path: Path) -> str:
             diff = f"{by['pytorch'].acc_mean - by['gluon'].acc_mean:+.4f}" if both else "-"
             ips = {b: f"{by[b].img_per_s:.0f}" if b in by and by[b].status == "ok" else "-"
                    for b in ("pytorch", "gluon")}
-            lines.append(f"| {loss} | {acc('pytorch')} | {acc('gluon')} | {diff} "
-                         f"| {ips['pytorch']} | {ips['gluon']} |")
+            cells.append([loss, acc("pytorch"), acc("gluon"), diff, ips["pytorch"], ips["gluon"]])
+        lines += markdown_lines(["loss", "PyTorch acc", "Gluon acc", "torch - gluon",
+                                 "PyTorch img/s", "Gluon img/s"], cells, align="---rrr")
         lines.append("")
     env = meta.get("environment") or {}
     # a table rebuilt after a partial rerun mixes cells of several runs: name every commit
@@ -79,7 +79,7 @@ def compact_table(csv_path: Path) -> str:
 
 
 def _real_block(folders) -> str:
-    from bench import real_summary
+    from bench.real import summary as real_summary
 
     names = " ".join(Path(f).as_posix() for f in folders)
     return (f"{real_summary.table(folders)}\n\nRefreshed by `python -m bench readme --real "

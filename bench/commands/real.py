@@ -1,10 +1,10 @@
 """Real faces (AT&T/ORL, Cropped Extended Yale B, LFW View 1): every loss x both backends over
 several seeds, with the backend gap tested.
 
-For each seed: prepares the data set if missing (``bench.real_data``: the suite's converters
-over ``--shared``), then runs the comparison harness (``bench.harness``: identical initial
+For each seed: prepares the data set if missing (``bench.real.data``: the suite's converters
+over ``--shared``), then runs the comparison harness (``bench.run.harness``: identical initial
 weights and batches in both backends) into ``RESULTS/<dataset>/seed<k>/``, and rebuilds the
-report after every cell (``bench.real_report``): results.csv (a row per loss, backend, seed),
+report after every cell (``bench.real.report``): results.csv (a row per loss, backend, seed),
 gap.csv (paired torch - gluon gap with a 95 % t-interval, McNemar's exact test), mcnemar.csv,
 ranking.csv (ties where intervals overlap), results.md and curves.png under RESULTS/<dataset>/.
 
@@ -17,7 +17,6 @@ processes running one seed each both keep the combined tables whole.
 
 from __future__ import annotations
 
-import argparse
 import shlex
 import sys
 from pathlib import Path
@@ -29,9 +28,9 @@ HELP = "real faces (att_faces, cropped_yale_b, lfw_view1): all losses x both bac
 def single_losses() -> list[str]:
     """The default: every registered loss except the joint "<margin>+<aux>" objectives, which
     combine two losses measured here on their own (``--losses all`` adds the 20 of them)."""
-    from bench.harness import known_losses
+    from common import manifest
 
-    return [n for n in known_losses() if "+" not in n]
+    return [n for n in manifest.loss_names() if "+" not in n]
 
 
 # Per data set: epochs and batch size sized (with the backbone defaults below) for one seed of
@@ -43,12 +42,9 @@ PROFILES = {
 }
 
 
-def _csv(text: str) -> tuple[str, ...]:
-    return tuple(s.strip() for s in text.split(",") if s.strip())
-
-
 def add_arguments(p) -> None:
-    from bench.real_data import DATASETS, DEFAULT_ROOT, DEFAULT_SHARED
+    from bench.real.data import DATASETS, DEFAULT_ROOT, DEFAULT_SHARED
+    from bench.run.options import add_config_arguments
 
     p.add_argument("--dataset", choices=sorted(DATASETS),
                    help="one of the three real sets (prepared from --shared if missing)")
@@ -62,38 +58,63 @@ def add_arguments(p) -> None:
                    help="folder holding att_faces/, cropped_yale_b/ and lfw/ (sources)")
     p.add_argument("--data-root", type=Path, default=DEFAULT_ROOT,
                    help="prepared data sets go to DATA_ROOT/<dataset>/")
-    p.add_argument("--results", type=Path, default=Path("results"))
+    p.add_argument("--results", type=Path, default=Path("results"),
+                   help="results root; tables go to RESULTS/<dataset>/, cells to "
+                        "RESULTS/<dataset>/seed<k>/")
     p.add_argument("--runs", default="runs", help="folder for resume checkpoints")
-    p.add_argument("--losses", type=_csv, default=("single",),
-                   help="comma-separated loss names; 'single' (default) for every registered "
-                        "loss but the joint +center/+ring objectives, 'all' for every loss "
-                        "registered in both backends")
-    p.add_argument("--backbone", default="mobilefacenet")
-    p.add_argument("--image-size", type=int, default=32)
-    p.add_argument("--embedding-size", type=int, default=128)
-    p.add_argument("--epochs", type=int, default=None, help="default: per data set (PROFILES)")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help="default: per data set (PROFILES)")
-    p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=False,
-                   help="add the flipped image's embedding at evaluation (doubles its cost)")
+    add_config_arguments(
+        p, ("losses", "loss_args", "backbone", "image_size", "embedding_size", "epochs",
+            "batch_size", "lr", "flip_test", "progress"),
+        defaults={"losses": ("single",), "backbone": "mobilefacenet", "image_size": 32,
+                  "embedding_size": 128, "epochs": None, "batch_size": None,
+                  "flip_test": False},
+        helps={"losses": "comma-separated loss names; 'single' for every registered loss but "
+                         "the joint +center/+ring objectives, 'all' for every loss registered "
+                         "in both backends",
+               "epochs": "training epochs (default: per data set, PROFILES in this module)",
+               "batch_size": "batch size (default: per data set, PROFILES)",
+               "flip_test": "add the flipped image's embedding at evaluation (doubles its "
+                            "cost)"})
     p.add_argument("--report-only", action="store_true",
                    help="rebuild the tables and curves from finished cells; train nothing")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def check(args) -> None:
+    """Every argument checkable without torch or mxnet, before any data is prepared."""
+    from bench.run.options import check as check_config
+    from bench.run.options import check_data
+
+    if (args.dataset is None) == (args.data is None):
+        raise ValueError("give exactly one of --dataset (att_faces, cropped_yale_b, lfw_view1) "
+                         "and --data (a prepared InsightFace folder)")
+    if args.data is not None:
+        check_data(args.data)
+        if args.data.name not in PROFILES and (args.epochs is None or args.batch_size is None):
+            raise ValueError(f"--data {args.data}: give --epochs and --batch-size (no profile "
+                             f"for {args.data.name!r})")
+    data = args.data or Path(args.dataset)
+    for seed in args.seeds:
+        check_config(harness_config(args, data, seed, "", results=args.results))
 
 
 def _loss_list(names) -> tuple[str, ...]:
     """--losses as the harness takes it: () means every registered loss."""
-    if tuple(names) == ("all",):
+    if tuple(names) in ((), ("all",)):
         return ()
     if tuple(names) == ("single",):
         return tuple(single_losses())
     return tuple(names)
 
 
-def harness_config(args, data: Path, seed: int, command: str):
-    from bench.harness import HarnessConfig
-    from bench.real_report import seed_dir
+def harness_config(args, data: Path, seed: int, command: str, results: Path | None = None):
+    """One seed's ``HarnessConfig``; ``results``: its cells' folder (default: the seed's)."""
+    from bench.run.config import HarnessConfig
+    from bench.run.loss_settings import parse
+
+    if results is None:
+        from bench.real.report import seed_dir
+
+        results = seed_dir(args.results, data.name, seed)
 
     profile = PROFILES.get(data.name, {})
     losses = _loss_list(args.losses)
@@ -101,45 +122,40 @@ def harness_config(args, data: Path, seed: int, command: str):
     # images already normalised by common.images.normalize, so that step is switched off
     kwargs = {"input_norm": False} if args.backbone == "mobilefacenet" else {}
     return HarnessConfig(
-        data=str(data), results=str(seed_dir(args.results, data.name, seed)), runs=args.runs,
+        data=str(data), results=str(results), runs=args.runs,
         losses=losses, backbone=args.backbone, backbone_kwargs=kwargs,
         embedding_size=args.embedding_size, image_size=args.image_size,
         epochs=args.epochs or profile["epochs"],
         batch_size=args.batch_size or profile["batch_size"], lr=args.lr, seed=seed,
-        flip_test=args.flip_test, progress=not args.no_progress, plots=False, command=command)
+        flip_test=args.flip_test, progress=args.progress, plots=False, command=command,
+        loss_args=parse(args.loss_args))
 
 
 def family_hash(cfg) -> str:
     """The harness's hash of a run config + data fingerprint (cells of other configs ignored)."""
-    from bench import harness
-    from bench import results as res
+    from bench.run import harness
 
     data = Path(cfg.data)
-    bins = sorted(data.glob("*.bin"))
-    return res.config_hash({**harness._hashed(cfg), "data": harness.data_fingerprint(data, bins)})
+    return harness.family_hash(cfg, data, sorted(data.glob("*.bin")))
 
 
 def run(args) -> int:
-    from bench import real_data, real_report
-    from bench import results as res
-    from bench.harness import known_losses
+    from bench.real import data as real_data
+    from bench.real import report as real_report
+    from bench.report import results as res
+    from bench.run import loss_settings
+    from common import manifest
 
     # the command that trains these cells (a --report-only rebuild names the training command)
     command = "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]
                                             if a != "--report-only")
-    if (args.dataset is None) == (args.data is None):
-        raise ValueError("give exactly one of --dataset (att_faces, cropped_yale_b, lfw_view1) "
-                         "and --data (a prepared InsightFace folder)")
     if args.data is not None:
         data = args.data
-        if data.name not in PROFILES and (args.epochs is None or args.batch_size is None):
-            raise ValueError(f"--data {data}: give --epochs and --batch-size (no profile for "
-                             f"{data.name!r})")
         source = (real_data.manifest(data) if (data / real_data.MANIFEST).is_file()
                   else {"folder": str(data)})
     else:
         data = real_data.prepare(args.dataset, args.shared, args.data_root,
-                                 progress=not args.no_progress)
+                                 progress=args.progress)
         source = real_data.manifest(data)
     dataset = data.name
     cfgs = {s: harness_config(args, data, s, command) for s in args.seeds}
@@ -148,12 +164,13 @@ def run(args) -> int:
     shown = sorted(set(args.seeds) | set(real_report.seeds_on_disk(args.results, dataset)))
     hashes = {s: family_hash(cfgs.get(s) or harness_config(args, data, s, command))
               for s in shown}
-    losses = _loss_list(args.losses) or tuple(known_losses())
     first = next(iter(cfgs.values()))
-    from bench.harness import _hashed
+    losses = tuple(loss_settings.run_labels(first.losses, first.loss_args, manifest.loss_names()))
+    from bench.run.config import hashed
 
-    config = {k: v for k, v in _hashed(first).items() if k != "seed"}
-    meta = {"config": {**config, "losses": list(first.losses) or "all"},
+    config = {k: v for k, v in hashed(first).items() if k != "seed"}
+    meta = {"config": {**config, "losses": list(first.losses) or "all",
+                       **({"loss_args": first.loss_args} if first.loss_args else {})},
             "seeds": shown, "seeds_run": list(args.seeds), "dataset": dataset,
             "data": source, "environment": res.environment(),
             "command": command}
@@ -165,7 +182,7 @@ def run(args) -> int:
         print(f"wrote {report()}")
         print(real_report.summary_line(args.results, dataset))
         return 0
-    from bench.harness import run as run_harness
+    from bench.run.harness import run as run_harness
 
     def log(line: str) -> None:
         print(line, flush=True)

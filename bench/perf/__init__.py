@@ -1,1 +1,1 @@
-"""Benchmark sections for ``python -m bench perf``, one module each (docs/ARCHITECTURE.md)."""
+"""``python -m bench perf``: the report writer and timing helpers; the sections in ``sections/``."""

@@ -1,28 +1,17 @@
-"""Margin losses (Gluon): ``build_loss(name, num_classes=..., embedding_size=..., **hp)``.
+"""Margin losses (Gluon twin of pytorch_impl.losses): ``build_loss(name, num_classes=...,
+embedding_size=..., **hp)`` returns an initialised block.
 
-One import line per loss; each module registers itself (base.register_loss).
+Every module of this package is imported (``common.registry.import_submodules``: no list to
+keep) and registers its loss(es) with ``@register_loss``; then the joint objectives
+"<base>+<aux>" are generated for every ``joinable`` loss and registered auxiliary term.
 """
 
-from . import (
-    adaface,  # noqa: F401
-    arcface,  # noqa: F401
-    center,  # noqa: F401
-    combined,  # noqa: F401
-    contrastive,  # noqa: F401
-    cosface,  # noqa: F401
-    curricularface,  # noqa: F401
-    l2softmax,  # noqa: F401
-    magface,  # noqa: F401
-    normface,  # noqa: F401
-    ring,  # noqa: F401
-    softmax,  # noqa: F401
-    sphereface,  # noqa: F401
-    subcenter_arcface,  # noqa: F401
-    triplet,  # noqa: F401
-)
+from common.contract import register_joints
+from common.registry import import_submodules
 
-# isort: split
-from . import joint  # noqa: F401  (generates "<base>+<aux>" from the losses above)
-from .base import build_loss, list_losses, load_loss_state, loss_state
+from .base import AUX_TERMS, LOSSES, JointLoss, build_loss, list_losses, load_loss_state, loss_state
+
+import_submodules(__name__)
+JOINT_NAMES = register_joints(LOSSES, AUX_TERMS, JointLoss, globals())
 
 __all__ = ["build_loss", "list_losses", "load_loss_state", "loss_state"]

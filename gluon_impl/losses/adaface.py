@@ -7,7 +7,7 @@ import math
 import mxnet as mx
 
 from .. import ops
-from .base import MarginSoftmax, check_real, register_loss
+from .base import MarginSoftmax, Real, register_loss
 
 NORM_CLIP = (0.001, 100.0)
 EPS = 1e-3
@@ -28,14 +28,12 @@ class AdaFace(MarginSoftmax):
 
     uses_norm = True
     state_names = ("weight", "batch_mean", "batch_std")
+    ranges = {"margin": Real(0.0, math.pi / 2), "h": Real(0.0, 1e3), "t_alpha": Real(0.0, 1.0)}
 
-    def __init__(self, num_classes: int, embedding_size: int, scale: float = 64.0,
+    def __init__(self, num_classes: int, embedding_size: int, scale: float | str = 64.0,
                  margin: float = 0.4, h: float = 0.333, t_alpha: float = 0.01):
-        super().__init__(num_classes, embedding_size, scale=scale)
-        owner = type(self).__name__
-        self.margin = check_real(owner, "margin", margin, 0.0, math.pi / 2)
-        self.h = check_real(owner, "h", h, 0.0, 1e3)
-        self.t_alpha = check_real(owner, "t_alpha", t_alpha, 0.0, 1.0)
+        super().__init__(num_classes, embedding_size, scale=scale, margin=margin, h=h,
+                         t_alpha=t_alpha)
         self.batch_mean = self.params.get("batch_mean", shape=(1,), grad_req="null",
                                           init=mx.init.Constant(20.0))
         self.batch_std = self.params.get("batch_std", shape=(1,), grad_req="null",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from .base import MarginSoftmax, check_bool, check_real, register_loss
+from .base import Bool, MarginSoftmax, Real, register_loss
 
 SIN_EPS = 1e-7
 
@@ -22,12 +22,12 @@ def arc_margin(F, cos, margin: float, easy_margin: bool):
 class ArcFace(MarginSoftmax):
     """See ``pytorch_impl.losses.arcface.ArcFace``."""
 
-    def __init__(self, num_classes: int, embedding_size: int, scale: float = 64.0,
+    ranges = {"margin": Real(0.0, math.pi, hi_open=True), "easy_margin": Bool()}
+
+    def __init__(self, num_classes: int, embedding_size: int, scale: float | str = 64.0,
                  margin: float = 0.5, easy_margin: bool = False):
-        super().__init__(num_classes, embedding_size, scale=scale)
-        owner = type(self).__name__
-        self.margin = check_real(owner, "margin", margin, 0.0, math.pi, hi_open=True)
-        self.easy_margin = check_bool(owner, "easy_margin", easy_margin)
+        super().__init__(num_classes, embedding_size, scale=scale, margin=margin,
+                         easy_margin=easy_margin)
 
     def target_logit(self, F, cos, **params):
         return arc_margin(F, cos, self.margin, self.easy_margin)

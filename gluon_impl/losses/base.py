@@ -1,62 +1,71 @@
-"""The ``MarginSoftmax`` base, loss-state exchange and registry hook-up (Gluon).
+"""The loss bases, the registries and loss-state exchange (Gluon).
 
 Mirror of ``pytorch_impl/losses/base.py`` (same names, defaults and error texts); the maths
 and its references are documented there. Losses are HybridBlocks: training state lives in
-Parameters with grad_req='null', updated outside the graph by ``step``.
+Parameters with grad_req='null', updated outside the graph by ``step``. Unlike torch, a
+Gluon block needs ``initialize``: ``build_loss`` does it, as ``build_backbone`` does.
 """
 
 from __future__ import annotations
-
-import inspect
 
 import mxnet as mx
 import numpy as np
 from mxnet import gluon, nd
 
-from common.loss_args import (  # noqa: F401  (re-exported to the loss files)
+from common import contract
+from common.contract import (  # noqa: F401  (loss files)
     MAX_SIZE,
-    LossRegistry,
-    check_bool,
+    SCALE,
+    SCALE_AUTO,
+    Bool,
+    Int,
+    Real,
     check_int,
-    check_real,
 )
+from common.registry import Registry
 
 from .. import ops
 
 INTEGER_STATE = ("iteration",)  # stored as float Parameters, exchanged as int64
 
-_LOSSES = LossRegistry()
-_REGISTRY = _LOSSES.classes  # name -> class (joint.py walks it to generate the joint objectives)
-register_loss = _LOSSES.register
-list_losses = _LOSSES.names
-loss_class = _LOSSES.get
-build_loss = _LOSSES.build
+LOSSES = Registry("loss", "losses")
+AUX_TERMS = Registry("auxiliary term")  # the "<aux>" of the joint objectives
+register_loss = LOSSES.register
+register_aux = AUX_TERMS.register
+list_losses = LOSSES.names
+loss_class = LOSSES.get
 
 
-class Loss(gluon.HybridBlock):
+def build_loss(name: str, num_classes: int, embedding_size: int, **hyperparams):
+    """Build a registered loss; unknown names or hyper-parameters raise ValueError.
+
+    The result is initialised (each Parameter by its own initialiser: weights N(0, 0.01),
+    state as documented per loss), so ``load_loss_state`` and ``transfer`` work on it at once;
+    a later ``initialize()`` leaves the values as they are (MXNet warns and ignores it).
+    """
+    cls = loss_class(name)
+    contract.check_known(cls.__name__, cls.hyperparameters(), hyperparams)
+    loss = cls(num_classes=num_classes, embedding_size=embedding_size, **hyperparams)
+    loss.initialize()
+    return loss
+
+
+class Loss(gluon.HybridBlock, contract.Declared):
     """Shared part of every loss (see pytorch_impl.losses.base.Loss).
 
     Subclasses implement ``hybrid_forward(F, x, labels, **params)``; ``forward`` checks
     NDArray inputs (not the Symbols of a hybridized child) before the graph runs.
     """
 
-    requires_pk_batches = False
     state_names: tuple[str, ...] = ()
 
-    def __init__(self, num_classes: int, embedding_size: int):
+    def __init__(self, num_classes: int, embedding_size: int, **hyperparams):
         super().__init__()
         owner = type(self).__name__
         self.num_classes = check_int(owner, "num_classes", num_classes, 1, MAX_SIZE)
         self.embedding_size = check_int(owner, "embedding_size", embedding_size, 1, MAX_SIZE)
+        self.set_hyperparameters(hyperparams, self.num_classes)
         self.check_enabled = True
-
-    @classmethod
-    def hyperparameters(cls) -> dict:
-        """Constructor arguments other than the sizes, with their defaults."""
-        params = inspect.signature(cls.__init__).parameters
-        return {k: p.default for k, p in params.items()
-                if k not in ("self", "num_classes", "embedding_size")
-                and p.kind is p.POSITIONAL_OR_KEYWORD}
 
     def check_inputs(self, x, labels) -> None:
         owner = type(self).__name__
@@ -91,31 +100,49 @@ class Loss(gluon.HybridBlock):
         return {name: getattr(self, name) for name in self.state_names}
 
 
-class MarginSoftmax(Loss):
+class SoftmaxHead(Loss):
+    """Gluon twin of ``pytorch_impl.losses.base.SoftmaxHead``: class weights ``weight``
+    (``rows_per_class`` C x D, N(0, 0.01)) and the ``scale`` (a real or "auto", resolved at
+    build); ``joinable``, ``shardable``."""
+
+    joinable = True
+    shardable = True
+    normalize_weight = True
+    scale = None  # losses without a scale hyper-parameter (Softmax, SphereFace) keep None
+    rows_per_class = 1
+    state_from_target_cosines = False
+    ranges = {"scale": SCALE_AUTO}
+    state_names = ("weight",)
+
+    def __init__(self, num_classes: int, embedding_size: int, **hyperparams):
+        super().__init__(num_classes, embedding_size, **hyperparams)
+        self.weight = self.params.get("weight",
+                                      shape=(num_classes * self.rows_per_class, embedding_size),
+                                      init=mx.init.Normal(0.01))
+
+
+class MarginSoftmax(SoftmaxHead):
     """Gluon twin of ``pytorch_impl.losses.base.MarginSoftmax`` (formula documented there).
 
     ``target_logit(F, cos, **params)`` is the hook; ``params`` are the block's Parameters
-    (SphereFace reads ``iteration``).
+    (SphereFace reads ``iteration``); ``penalty(F, x, |x|)`` where a loss defines it.
     """
 
-    normalize_weight = True
+    fused_head = True
     normalize_embedding = True
     scale_by_norm = False
     target_logit = None
     uses_norm = False  # True: the hook is target_logit(F, cos_y, |x|, **params)
-    softmax_family = True
-    state_names = ("weight",)
+    penalty = None  # hook: (F, x, |x| or None) -> scalar added to the CE; None adds nothing
 
-    def __init__(self, num_classes: int, embedding_size: int, scale: float | None = None):
-        super().__init__(num_classes, embedding_size)
-        self.scale = None if scale is None else check_real(
-            type(self).__name__, "scale", scale, 0.0, 1e6, lo_open=True)
-        self.weight = self.params.get("weight", shape=(num_classes, embedding_size),
-                                      init=mx.init.Normal(0.01))
+    def norm_of(self, F, x):
+        """|x| (B,) where the loss uses it (``scale_by_norm``, ``uses_norm``), else None."""
+        return ops.row_norm(F, x) if self.scale_by_norm or self.uses_norm else None
 
     def hybrid_forward(self, F, x, labels, weight, **params):
-        norm = ops.row_norm(F, x) if self.scale_by_norm or self.uses_norm else None
-        return self.head(F, x, labels, weight, norm, **params)
+        norm = self.norm_of(F, x)
+        value = self.head(F, x, labels, weight, norm, **params)
+        return value if self.penalty is None else value + self.penalty(F, x, norm)
 
     def head(self, F, x, labels, weight, norm, **params):
         """The head, given |x| (``norm``, (B,)) where the loss uses it (else None)."""
@@ -135,10 +162,14 @@ class MarginSoftmax(Loss):
                                         self.num_classes)
 
 
-class AuxTerm(gluon.HybridBlock):
-    """An auxiliary term of a joint objective (centre, ring): forward -> unweighted scalar."""
+class AuxTerm(gluon.HybridBlock, contract.Declared):
+    """An auxiliary term of a joint objective (see pytorch_impl.losses.base.AuxTerm)."""
 
     state_names: tuple[str, ...] = ()
+
+    def __init__(self, num_classes: int, embedding_size: int, **hyperparams):
+        super().__init__()
+        self.set_hyperparameters(hyperparams)
 
     def step(self, x, labels) -> None:
         pass
@@ -147,33 +178,19 @@ class AuxTerm(gluon.HybridBlock):
         return {name: getattr(self, name) for name in self.state_names}
 
 
-class JointLoss(Loss):
+class JointLoss(Loss, contract.DeclaredJoint):
     """Gluon twin of ``pytorch_impl.losses.base.JointLoss``: base + lambda_ x aux term."""
-
-    base_cls: type = None
-    aux_cls: type = None
-    softmax_family = False
 
     def __init__(self, num_classes: int, embedding_size: int, lambda_: float = 0.01,
                  **hyperparams):
-        super().__init__(num_classes, embedding_size)
-        self.lambda_ = check_real(type(self).__name__, "lambda_", lambda_, 0.0, 1e6)
-        aux_names = set(self.aux_cls.hyperparameters())
-        aux_kw = {k: v for k, v in hyperparams.items() if k in aux_names}
-        base_kw = {k: v for k, v in hyperparams.items() if k not in aux_names}
+        super().__init__(num_classes, embedding_size, lambda_=lambda_)
+        base_kw, aux_kw = self.split_hyperparameters(hyperparams)
         with self.name_scope():
             self.base = self.base_cls(num_classes, embedding_size, **base_kw)
             self.aux = self.aux_cls(num_classes, embedding_size, **aux_kw)
         self.base.check_enabled = False
         self.state_names = self.base.state_names + self.aux.state_names
         self.requires_pk_batches = self.base.requires_pk_batches
-
-    @classmethod
-    def hyperparameters(cls) -> dict:
-        out = {"lambda_": 0.01}
-        out.update(cls.base_cls.hyperparameters())
-        out.update(cls.aux_cls.hyperparameters())
-        return out
 
     @property
     def weight(self):

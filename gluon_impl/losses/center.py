@@ -6,24 +6,21 @@ import mxnet as mx
 import numpy as np
 from mxnet import nd
 
-from .base import AuxTerm, JointLoss, check_real, register_loss
+from .base import AuxTerm, JointLoss, Real, register_aux, register_loss
 from .softmax import Softmax
 
 
+@register_aux("center")
 class CenterTerm(AuxTerm):
     """See ``pytorch_impl.losses.center.CenterTerm``; centres: Parameter, grad_req='null'."""
 
     state_names = ("centers",)
+    ranges = {"alpha": Real(0.0, 1.0)}
 
     def __init__(self, num_classes: int, embedding_size: int, alpha: float = 0.5):
-        super().__init__()
-        self.alpha = check_real(type(self).__name__, "alpha", alpha, 0.0, 1.0)
+        super().__init__(num_classes, embedding_size, alpha=alpha)
         self.centers = self.params.get("centers", shape=(num_classes, embedding_size),
                                        grad_req="null", init=mx.init.Zero())
-
-    @classmethod
-    def hyperparameters(cls) -> dict:
-        return {"alpha": 0.5}
 
     def hybrid_forward(self, F, x, labels, centers):
         diff = x - F.take(centers, labels)
@@ -49,7 +46,3 @@ class Center(JointLoss):
 
     base_cls = Softmax
     aux_cls = CenterTerm
-
-    def __init__(self, num_classes: int, embedding_size: int, lambda_: float = 0.01,
-                 alpha: float = 0.5):
-        super().__init__(num_classes, embedding_size, lambda_=lambda_, alpha=alpha)

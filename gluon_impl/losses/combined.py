@@ -6,7 +6,7 @@ import math
 
 from .. import ops
 from .arcface import arc_margin
-from .base import MarginSoftmax, check_real, register_loss
+from .base import MarginSoftmax, Real, register_loss
 
 ACOS_EPS = 1e-7
 
@@ -15,13 +15,12 @@ ACOS_EPS = 1e-7
 class Combined(MarginSoftmax):
     """See ``pytorch_impl.losses.combined.Combined``."""
 
-    def __init__(self, num_classes: int, embedding_size: int, scale: float = 64.0,
+    ranges = {"m1": Real(0.0, 10.0, lo_open=True), "m2": Real(0.0, math.pi, hi_open=True),
+              "m3": Real(0.0, 2.0, hi_open=True)}
+
+    def __init__(self, num_classes: int, embedding_size: int, scale: float | str = 64.0,
                  m1: float = 1.0, m2: float = 0.3, m3: float = 0.2):
-        super().__init__(num_classes, embedding_size, scale=scale)
-        owner = type(self).__name__
-        self.m1 = check_real(owner, "m1", m1, 0.0, 10.0, lo_open=True)
-        self.m2 = check_real(owner, "m2", m2, 0.0, math.pi, hi_open=True)
-        self.m3 = check_real(owner, "m3", m3, 0.0, 2.0, hi_open=True)
+        super().__init__(num_classes, embedding_size, scale=scale, m1=m1, m2=m2, m3=m3)
 
     def target_logit(self, F, cos, **params):
         if self.m1 == 1.0:

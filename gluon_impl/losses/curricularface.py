@@ -8,29 +8,25 @@ import mxnet as mx
 
 from .. import ops
 from .arcface import SIN_EPS, arc_margin
-from .base import Loss, check_real, register_loss
+from .base import Real, SoftmaxHead, register_loss
 
 
 @register_loss("curricularface")
-class CurricularFace(Loss):
+class CurricularFace(SoftmaxHead):
     """See ``pytorch_impl.losses.curricularface.CurricularFace``; ``t`` is a Parameter with
     grad_req='null', advanced by ``step()`` outside the graph so it counts when hybridized.
     The hard-negative rule is the ``hard`` argument of ``ops.margin_cross_entropy`` (the
     fused ``curricular_lse_rows`` operator, or the same rule as graph operators)."""
 
-    softmax_family = True
-    normalize_weight = True
+    fused_head = True
+    state_from_target_cosines = True
     state_names = ("weight", "t")
+    ranges = {"margin": Real(0.0, math.pi, hi_open=True), "t_alpha": Real(0.0, 1.0)}
 
-    def __init__(self, num_classes: int, embedding_size: int, scale: float = 64.0,
+    def __init__(self, num_classes: int, embedding_size: int, scale: float | str = 64.0,
                  margin: float = 0.5, t_alpha: float = 0.01):
-        super().__init__(num_classes, embedding_size)
-        owner = type(self).__name__
-        self.scale = check_real(owner, "scale", scale, 0.0, 1e6, lo_open=True)
-        self.margin = check_real(owner, "margin", margin, 0.0, math.pi, hi_open=True)
-        self.t_alpha = check_real(owner, "t_alpha", t_alpha, 0.0, 1.0)
-        self.weight = self.params.get("weight", shape=(num_classes, embedding_size),
-                                      init=mx.init.Normal(0.01))
+        super().__init__(num_classes, embedding_size, scale=scale, margin=margin,
+                         t_alpha=t_alpha)
         self.t = self.params.get("t", shape=(1,), grad_req="null", init=mx.init.Zero())
 
     def hybrid_forward(self, F, x, labels, weight, t):

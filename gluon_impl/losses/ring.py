@@ -5,23 +5,20 @@ from __future__ import annotations
 import mxnet as mx
 
 from .. import ops
-from .base import AuxTerm, JointLoss, check_real, register_loss
+from .base import AuxTerm, JointLoss, Real, register_aux, register_loss
 from .softmax import Softmax
 
 
+@register_aux("ring")
 class RingTerm(AuxTerm):
     """See ``pytorch_impl.losses.ring.RingTerm``."""
 
     state_names = ("radius",)
+    ranges = {"radius": Real(0.0, 1e6)}
 
     def __init__(self, num_classes: int, embedding_size: int, radius: float = 1.0):
-        super().__init__()
-        value = check_real(type(self).__name__, "radius", radius, 0.0, 1e6)
-        self.radius = self.params.get("radius", shape=(1,), init=mx.init.Constant(value))
-
-    @classmethod
-    def hyperparameters(cls) -> dict:
-        return {"radius": 1.0}
+        super().__init__(num_classes, embedding_size, radius=radius)
+        self.radius = self.params.get("radius", shape=(1,), init=mx.init.Constant(self.radius))
 
     def hybrid_forward(self, F, x, labels, radius):
         gap = F.broadcast_sub(ops.row_norm(F, x), radius)
@@ -34,7 +31,3 @@ class Ring(JointLoss):
 
     base_cls = Softmax
     aux_cls = RingTerm
-
-    def __init__(self, num_classes: int, embedding_size: int, lambda_: float = 0.01,
-                 radius: float = 1.0):
-        super().__init__(num_classes, embedding_size, lambda_=lambda_, radius=radius)

@@ -11,6 +11,7 @@ class Softmax(MarginSoftmax):
 
     normalize_weight = False
     normalize_embedding = False
+    joinable = False  # its joints are "center" and "ring" themselves
 
     def __init__(self, num_classes: int, embedding_size: int):
-        super().__init__(num_classes, embedding_size, scale=None)
+        super().__init__(num_classes, embedding_size)

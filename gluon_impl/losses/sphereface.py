@@ -6,7 +6,7 @@ import math
 
 import mxnet as mx
 
-from .base import MarginSoftmax, check_int, register_loss
+from .base import Int, MarginSoftmax, register_loss
 
 LAMBDA_MIN, LAMBDA_MAX, LAMBDA_GAMMA = 5.0, 1000.0, 0.12
 
@@ -27,10 +27,10 @@ class SphereFace(MarginSoftmax):
     scale_by_norm = True
     normalize_embedding = False
     state_names = ("weight", "iteration")
+    ranges = {"margin": Int(1, 10)}
 
     def __init__(self, num_classes: int, embedding_size: int, margin: int = 4):
-        super().__init__(num_classes, embedding_size, scale=None)
-        self.margin = check_int(type(self).__name__, "margin", margin, 1, 10)
+        super().__init__(num_classes, embedding_size, margin=margin)
         self.iteration = self.params.get("iteration", shape=(1,), grad_req="null",
                                          init=mx.init.Zero())
 

@@ -4,32 +4,24 @@ from __future__ import annotations
 
 import math
 
-import mxnet as mx
-
 from .. import ops
 from .arcface import arc_margin
-from .base import Loss, check_int, check_real, register_loss
+from .base import Int, Real, SoftmaxHead, register_loss
 
 
 @register_loss("subcenter_arcface")
-class SubCenterArcFace(Loss):
+class SubCenterArcFace(SoftmaxHead):
     """See ``pytorch_impl.losses.subcenter_arcface.SubCenterArcFace`` (``weight`` K C x D,
     class-major)."""
 
-    softmax_family = True
-    normalize_weight = True
-    state_names = ("weight",)
+    ranges = {"margin": Real(0.0, math.pi, hi_open=True), "sub_centers": Int(1, 64)}
 
-    def __init__(self, num_classes: int, embedding_size: int, scale: float = 64.0,
+    def __init__(self, num_classes: int, embedding_size: int, scale: float | str = 64.0,
                  margin: float = 0.5, sub_centers: int = 3):
-        super().__init__(num_classes, embedding_size)
-        owner = type(self).__name__
-        self.scale = check_real(owner, "scale", scale, 0.0, 1e6, lo_open=True)
-        self.margin = check_real(owner, "margin", margin, 0.0, math.pi, hi_open=True)
-        self.sub_centers = check_int(owner, "sub_centers", sub_centers, 1, 64)
-        self.weight = self.params.get("weight",
-                                      shape=(num_classes * self.sub_centers, embedding_size),
-                                      init=mx.init.Normal(0.01))
+        super().__init__(num_classes, embedding_size, scale=scale, margin=margin,
+                         sub_centers=sub_centers)
+
+    rows_per_class = property(lambda self: self.sub_centers)
 
     def hybrid_forward(self, F, x, labels, weight):
         s, rows = self.scale, self.num_classes * self.sub_centers

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .. import ops
-from .base import Loss, check_real, register_loss
+from .base import Loss, Real, register_loss
 
 
 @register_loss("triplet")
@@ -11,11 +11,10 @@ class Triplet(Loss):
     """See ``pytorch_impl.losses.triplet.Triplet``."""
 
     requires_pk_batches = True
-    softmax_family = False
+    ranges = {"margin": Real(0.0, 4.0)}
 
     def __init__(self, num_classes: int, embedding_size: int, margin: float = 0.3):
-        super().__init__(num_classes, embedding_size)
-        self.margin = check_real(type(self).__name__, "margin", margin, 0.0, 4.0)
+        super().__init__(num_classes, embedding_size, margin=margin)
 
     def hybrid_forward(self, F, x, labels):
         xn = ops.l2_normalize(F, x)

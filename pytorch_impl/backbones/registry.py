@@ -1,39 +1,23 @@
 """Backbone registry: ``@register_backbone(name)``, ``build_backbone``, ``list_backbones``.
 
 The registry drives the tests and the harness (timm's pattern): a new backbone needs no
-test edit, and an unknown name raises a ``ValueError`` that lists the known ones. The
-gluon backend keeps a registry with the same names, argument checks and error texts.
+test edit, and an unknown name raises a ``ValueError`` that lists the known ones. It is
+``common.registry.Registry``, the class the losses use too, so both backends share the rules
+and the error texts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from common.registry import Registry
 
-_REGISTRY: dict[str, Callable] = {}
-
-
-def register_backbone(name: str) -> Callable:
-    """Decorator: register a class or factory under ``name``; registering twice is an error."""
-
-    def decorate(factory: Callable) -> Callable:
-        if name in _REGISTRY:
-            raise ValueError(f"backbone {name!r} is already registered")
-        _REGISTRY[name] = factory
-        return factory
-
-    return decorate
-
-
-def list_backbones() -> list[str]:
-    """Registered backbone names, sorted."""
-    return sorted(_REGISTRY)
+BACKBONES = Registry("backbone")
+register_backbone = BACKBONES.register  # a class or factory; registering a name twice: error
+list_backbones = BACKBONES.names
 
 
 def build_backbone(name: str, embedding_size: int = 512, image_size: int = 112, **kw):
     """Build backbone ``name``: input N x 3 x image_size x image_size, output N x embedding_size."""
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown backbone {name!r}; known: {', '.join(list_backbones())}")
-    return _REGISTRY[name](embedding_size=embedding_size, image_size=image_size, **kw)
+    return BACKBONES.get(name)(embedding_size=embedding_size, image_size=image_size, **kw)
 
 
 def check_sizes(embedding_size: int, image_size: int, stride: int) -> int:

@@ -1,59 +1,70 @@
-"""The ``MarginSoftmax`` base, loss-state exchange and registry hook-up (PyTorch).
+"""The loss bases, the registries and loss-state exchange (PyTorch).
 
 Mirrors ``gluon_impl/losses/base.py`` name for name; the error texts are identical in both
 backends (tests/test_loss_contract.py compares them). Notation and formulas: SPEC.md section 1.
+What a loss declares (hyper-parameter ranges, capabilities) and how it is checked is the
+framework-free ``common.contract``; the registries are ``common.registry.Registry``.
+
+A new loss is one module of this package: a subclass of ``MarginSoftmax`` (a ``target_logit``
+hook), ``SoftmaxHead`` or ``Loss``, decorated with ``@register_loss(name)``, its defaults in
+the constructor's signature and its valid values in ``ranges``; the package imports it (no
+list to edit), and ``joinable`` losses get their "<name>+<aux>" joints generated.
 """
 
 from __future__ import annotations
-
-import inspect
 
 import numpy as np
 import torch
 from torch import nn
 
-from common.loss_args import (  # noqa: F401  (re-exported to the loss files)
+from common import contract
+from common.contract import (  # noqa: F401  (loss files)
     MAX_SIZE,
-    LossRegistry,
-    check_bool,
+    SCALE,
+    SCALE_AUTO,
+    Bool,
+    Int,
+    Real,
     check_int,
-    check_real,
 )
+from common.registry import Registry
 
 from .. import ops
 
-_LOSSES = LossRegistry()
-_REGISTRY = _LOSSES.classes  # name -> class (joint.py walks it to generate the joint objectives)
-register_loss = _LOSSES.register
-list_losses = _LOSSES.names
-loss_class = _LOSSES.get
-build_loss = _LOSSES.build
+LOSSES = Registry("loss", "losses")
+AUX_TERMS = Registry("auxiliary term")  # the "<aux>" of the joint objectives
+register_loss = LOSSES.register
+register_aux = AUX_TERMS.register
+list_losses = LOSSES.names
+loss_class = LOSSES.get
 
 
-class Loss(nn.Module):
-    """Shared part of every loss: sizes, input checks, ``step`` and the state names.
+def build_loss(name: str, num_classes: int, embedding_size: int, **hyperparams):
+    """Build a registered loss; unknown names or hyper-parameters raise ValueError."""
+    cls = loss_class(name)
+    contract.check_known(cls.__name__, cls.hyperparameters(), hyperparams)
+    return cls(num_classes=num_classes, embedding_size=embedding_size, **hyperparams)
 
-    Subclasses implement ``compute(x, labels)``; ``forward`` checks the inputs, runs the loss
-    in float32 or float64 (half-precision embeddings from an autocast backbone are upcast,
-    and autocast is off inside the loss) and returns the scalar.
+
+class Loss(nn.Module, contract.Declared):
+    """Shared part of every loss: sizes, hyper-parameter checks, input checks, ``step`` and the
+    state names.
+
+    The constructor passes its hyper-parameters to this one, which checks them against
+    ``ranges`` and sets them as attributes (``common.contract.Declared``). Subclasses implement
+    ``compute(x, labels)``; ``forward`` checks the inputs, runs the loss in float32 or float64
+    (half-precision embeddings from an autocast backbone are upcast, and autocast is off inside
+    the loss) and returns the scalar.
     """
 
-    requires_pk_batches = False
     state_names: tuple[str, ...] = ()
 
-    def __init__(self, num_classes: int, embedding_size: int):
+    def __init__(self, num_classes: int, embedding_size: int, **hyperparams):
         super().__init__()
         owner = type(self).__name__
         self.num_classes = check_int(owner, "num_classes", num_classes, 1, MAX_SIZE)
         self.embedding_size = check_int(owner, "embedding_size", embedding_size, 1, MAX_SIZE)
-
-    @classmethod
-    def hyperparameters(cls) -> dict:
-        """Constructor arguments other than the sizes, with their defaults."""
-        params = inspect.signature(cls.__init__).parameters
-        return {k: p.default for k, p in params.items()
-                if k not in ("self", "num_classes", "embedding_size")
-                and p.kind is p.POSITIONAL_OR_KEYWORD}
+        self.set_hyperparameters(hyperparams, self.num_classes)
 
     def check_inputs(self, x, labels) -> None:
         owner = type(self).__name__
@@ -92,7 +103,48 @@ class Loss(nn.Module):
         return {name: getattr(self, name) for name in self.state_names}
 
 
-class MarginSoftmax(Loss):
+class SoftmaxHead(Loss):
+    """Softmax cross-entropy over per-class logits, with class weights ``weight``
+    (``rows_per_class`` C x D rows, class-major, N(0, 0.01) at build) and, where the loss has
+    one, the constant ``scale`` s: a real in (0, 1e6] or "auto", AdaCos's fixed scale
+    sqrt(2) ln(C - 1) for the C classes (``common.contract.adacos_scale``), resolved at build,
+    so ``scale`` is always the number used (``SCALE_AUTO``; losses whose logits are not
+    cosines, L2Softmax, declare the plain ``SCALE``).
+
+    Declares ``joinable`` and ``shardable``, and the Partial-FC protocol
+    (pytorch_impl/partial_fc.py), with defaults that a subclass overrides where it differs:
+    ``rows_per_class``; ``scaled_class_logits(x, weight)`` (s cos for the classes of
+    ``weight``), ``target_logit(cos_y)``, ``negative_rule(logits, cos_y)`` (a rule on the
+    non-target logits; none by default); ``state_from_target_cosines``: True where ``step`` is
+    ``advance(target_cosines(x, weight, labels))``, so that a shard can compute its part.
+    """
+
+    joinable = True
+    shardable = True
+    normalize_weight = True
+    scale = None  # losses without a scale hyper-parameter (Softmax, SphereFace) keep None
+    rows_per_class = 1
+    state_from_target_cosines = False
+    ranges = {"scale": SCALE_AUTO}
+    state_names = ("weight",)
+
+    def __init__(self, num_classes: int, embedding_size: int, **hyperparams):
+        super().__init__(num_classes, embedding_size, **hyperparams)
+        self.weight = nn.Parameter(torch.empty(num_classes * self.rows_per_class,
+                                               embedding_size))
+        nn.init.normal_(self.weight, std=0.01)
+
+    def scaled_class_logits(self, x, weight):
+        """s cos(x, W_j) for the classes of ``weight``."""
+        xs = x * (self.scale / ops.row_norm(x))[:, None]  # the scale on the B x D side
+        return xs @ ops.l2_normalize(weight.to(x.dtype)).t()
+
+    def negative_rule(self, logits, cos_y):
+        """The non-target logits given every row's target cosine: unchanged by default."""
+        return logits
+
+
+class MarginSoftmax(SoftmaxHead):
     """Softmax cross-entropy over (optionally normalised) logits with a target-logit hook.
 
     logits_j = r_i * <x_i^', W_j^'> where x' = x^ (``normalize_embedding``) or x, W' = W^
@@ -100,27 +152,25 @@ class MarginSoftmax(Loss):
     embedding norm, SphereFace). The target column alone becomes r_i * target_logit(cos_y),
     cos_y clamped to [-1, 1]; a subclass defines ``target_logit`` and nothing else.
     The scale is applied on the B x D side, the head is ``ops.margin_cross_entropy`` (which
-    also normalises the embeddings, ``embed_scale``).
+    also normalises the embeddings, ``embed_scale``). ``penalty(x, |x|)``, where a loss defines
+    it, is added to the cross-entropy: terms that do not involve W (MagFace's regulariser).
     """
 
-    normalize_weight = True
+    fused_head = True
     normalize_embedding = True
     scale_by_norm = False  # r_i = |x_i| instead of the constant scale (SphereFace)
     target_logit = None  # hook: cos_y (B,) -> new target cosine (B,); None keeps the target
     uses_norm = False  # True: the hook is target_logit(cos_y, |x|) (MagFace, AdaFace)
-    softmax_family = True
-    state_names = ("weight",)
+    penalty = None  # hook: (x, |x| or None) -> scalar added to the CE; None adds nothing
 
-    def __init__(self, num_classes: int, embedding_size: int, scale: float | None = None):
-        super().__init__(num_classes, embedding_size)
-        self.scale = None if scale is None else check_real(
-            type(self).__name__, "scale", scale, 0.0, 1e6, lo_open=True)
-        self.weight = nn.Parameter(torch.empty(num_classes, embedding_size))
-        nn.init.normal_(self.weight, std=0.01)
+    def norm_of(self, x):
+        """|x| (B,) where the loss uses it (``scale_by_norm``, ``uses_norm``), else None."""
+        return ops.row_norm(x) if self.scale_by_norm or self.uses_norm else None
 
     def compute(self, x, labels):
-        return self.head(x, labels, ops.row_norm(x) if self.scale_by_norm or self.uses_norm
-                         else None)
+        norm = self.norm_of(x)
+        value = self.head(x, labels, norm)
+        return value if self.penalty is None else value + self.penalty(x, norm)
 
     def head(self, x, labels, norm):
         """The fused head, given |x| (``norm``, (B,)) where the loss uses it (else None)."""
@@ -143,45 +193,43 @@ class MarginSoftmax(Loss):
         return self.target_logit(ops.clamp_st(cos_y, -1.0, 1.0), norm)
 
 
-class AuxTerm(nn.Module):
-    """An auxiliary term of a joint objective (centre, ring): forward -> unweighted scalar."""
+class AuxTerm(nn.Module, contract.Declared):
+    """An auxiliary term of a joint objective (centre, ring): forward -> unweighted scalar.
+
+    Registered with ``@register_aux(name)``; its hyper-parameters are declared and checked as
+    a loss's (signature defaults, ``ranges``).
+    """
 
     state_names: tuple[str, ...] = ()
+
+    def __init__(self, num_classes: int, embedding_size: int, **hyperparams):
+        super().__init__()
+        self.set_hyperparameters(hyperparams)
 
     @torch.no_grad()
     def step(self, x, labels) -> None:
         pass
 
+    def state_items(self) -> dict[str, torch.Tensor]:
+        return {name: getattr(self, name) for name in self.state_names}
 
-class JointLoss(Loss):
-    """base softmax-family loss + lambda_ * auxiliary term (e.g. "ArcFace + 0.01 x Center").
 
-    ``base_cls`` and ``aux_cls`` are set by the subclass (see center.py, ring.py, joint.py);
-    hyper-parameters named by ``aux_cls`` go to the term, the others to the base loss.
+class JointLoss(Loss, contract.DeclaredJoint):
+    """base loss + lambda_ * auxiliary term (e.g. "ArcFace + 0.01 x Center").
+
+    ``base_cls`` and ``aux_cls`` are set by the subclass (center.py, ring.py) or generated
+    (``common.contract.register_joints``); hyper-parameters named by ``aux_cls`` go to the
+    term, the others to the base loss.
     """
-
-    base_cls: type = None
-    aux_cls: type = None
-    softmax_family = False
 
     def __init__(self, num_classes: int, embedding_size: int, lambda_: float = 0.01,
                  **hyperparams):
-        super().__init__(num_classes, embedding_size)
-        self.lambda_ = check_real(type(self).__name__, "lambda_", lambda_, 0.0, 1e6)
-        aux_names = set(self.aux_cls.hyperparameters())
-        aux_kw = {k: v for k, v in hyperparams.items() if k in aux_names}
-        base_kw = {k: v for k, v in hyperparams.items() if k not in aux_names}
+        super().__init__(num_classes, embedding_size, lambda_=lambda_)
+        base_kw, aux_kw = self.split_hyperparameters(hyperparams)
         self.base = self.base_cls(num_classes, embedding_size, **base_kw)
         self.aux = self.aux_cls(num_classes, embedding_size, **aux_kw)
         self.state_names = self.base.state_names + self.aux.state_names
         self.requires_pk_batches = self.base.requires_pk_batches
-
-    @classmethod
-    def hyperparameters(cls) -> dict:
-        out = {"lambda_": 0.01}
-        out.update(cls.base_cls.hyperparameters())
-        out.update(cls.aux_cls.hyperparameters())
-        return out
 
     @property
     def weight(self):

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from .base import AuxTerm, JointLoss, check_real, register_loss
+from .base import AuxTerm, JointLoss, Real, register_aux, register_loss
 from .softmax import Softmax
 
 
+@register_aux("center")
 class CenterTerm(AuxTerm):
     """1/2 mean_i |x_i - c_{y_i}|^2; the centres are a buffer, not learned by the optimiser.
 
@@ -16,15 +17,11 @@ class CenterTerm(AuxTerm):
     """
 
     state_names = ("centers",)
+    ranges = {"alpha": Real(0.0, 1.0)}
 
     def __init__(self, num_classes: int, embedding_size: int, alpha: float = 0.5):
-        super().__init__()
-        self.alpha = check_real(type(self).__name__, "alpha", alpha, 0.0, 1.0)
+        super().__init__(num_classes, embedding_size, alpha=alpha)
         self.register_buffer("centers", torch.zeros(num_classes, embedding_size))
-
-    @classmethod
-    def hyperparameters(cls) -> dict:
-        return {"alpha": 0.5}
 
     def forward(self, x, labels):
         diff = x - self.centers.to(x.dtype)[labels]
@@ -39,17 +36,11 @@ class CenterTerm(AuxTerm):
         delta = (member @ diff) / (1.0 + member.sum(dim=1))[:, None]
         self.centers[uniq] = self.centers[uniq] - self.alpha * delta
 
-    def state_items(self):
-        return {"centers": self.centers}
-
 
 @register_loss("center")
 class Center(JointLoss):
-    """Softmax + lambda_ x Center (SPEC.md: lambda=0.01, alpha=0.5)."""
+    """Softmax + lambda_ x Center; the defaults (lambda_, alpha) are JointLoss's and
+    CenterTerm's signatures'."""
 
     base_cls = Softmax
     aux_cls = CenterTerm
-
-    def __init__(self, num_classes: int, embedding_size: int, lambda_: float = 0.01,
-                 alpha: float = 0.5):
-        super().__init__(num_classes, embedding_size, lambda_=lambda_, alpha=alpha)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .. import ops
-from .base import Loss, check_real, register_loss
+from .base import Loss, Real, register_loss
 
 DIST_EPS_SQ = 1e-12  # d = sqrt(max(d^2, 1e-12)): finite gradient for coincident pairs
 
@@ -16,11 +16,10 @@ class Contrastive(Loss):
     d = |x^_i - x^_j| (L2 on normalised rows, d^2 = 2 - 2 <x^_i, x^_j>); 0 for a batch of one."""
 
     requires_pk_batches = True
-    softmax_family = False
+    ranges = {"margin": Real(0.0, 2.0, lo_open=True)}
 
     def __init__(self, num_classes: int, embedding_size: int, margin: float = 1.0):
-        super().__init__(num_classes, embedding_size)
-        self.margin = check_real(type(self).__name__, "margin", margin, 0.0, 2.0, lo_open=True)
+        super().__init__(num_classes, embedding_size, margin=margin)
 
     def compute(self, x, labels):
         xn = ops.l2_normalize(x)

@@ -5,15 +5,14 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
 
 from .. import ops
 from .arcface import SIN_EPS, arc_margin
-from .base import Loss, check_real, register_loss
+from .base import Real, SoftmaxHead, register_loss
 
 
 @register_loss("curricularface")
-class CurricularFace(Loss):
+class CurricularFace(SoftmaxHead):
     """ArcFace target plus an adaptive curriculum on the hard negatives:
 
     target s cos(theta_y + m) with ArcFace's fallback (``arcface.arc_margin``); a negative j
@@ -32,19 +31,15 @@ class CurricularFace(Loss):
     whole batch, each computed on the rank that holds its class).
     """
 
-    softmax_family = True
-    normalize_weight = True
+    fused_head = True
+    state_from_target_cosines = True
     state_names = ("weight", "t")
+    ranges = {"margin": Real(0.0, math.pi, hi_open=True), "t_alpha": Real(0.0, 1.0)}
 
-    def __init__(self, num_classes: int, embedding_size: int, scale: float = 64.0,
+    def __init__(self, num_classes: int, embedding_size: int, scale: float | str = 64.0,
                  margin: float = 0.5, t_alpha: float = 0.01):
-        super().__init__(num_classes, embedding_size)
-        owner = type(self).__name__
-        self.scale = check_real(owner, "scale", scale, 0.0, 1e6, lo_open=True)
-        self.margin = check_real(owner, "margin", margin, 0.0, math.pi, hi_open=True)
-        self.t_alpha = check_real(owner, "t_alpha", t_alpha, 0.0, 1.0)
-        self.weight = nn.Parameter(torch.empty(num_classes, embedding_size))
-        nn.init.normal_(self.weight, std=0.01)
+        super().__init__(num_classes, embedding_size, scale=scale, margin=margin,
+                         t_alpha=t_alpha)
         self.register_buffer("t", torch.zeros(1))
 
     def compute(self, x, labels):
@@ -72,15 +67,8 @@ class CurricularFace(Loss):
         mean = torch.clamp(cos_y.to(self.t.dtype), -1.0, 1.0).mean()
         self.t.copy_(self.t_alpha * mean + (1.0 - self.t_alpha) * self.t)
 
-    # the steps Partial FC runs on a shard of the classes (pytorch_impl/partial_fc.py), as
-    # autograd operations: the same maths as the fused head above
-    rows_per_class = 1
-
-    def scaled_class_logits(self, x, weight):
-        """s cos(x, W_j) for the classes of ``weight``."""
-        xs = x * (self.scale / ops.row_norm(x))[:, None]
-        return xs @ ops.l2_normalize(weight.to(x.dtype)).t()
-
+    # Partial FC runs on a shard of the classes (pytorch_impl/partial_fc.py), as autograd
+    # operations, the base's scaled_class_logits and this rule: the maths of the fused head above
     def negative_rule(self, logits, cos_y):
         """The hard-negative rule on s cos logits, given every row's target cosine."""
         s, m = self.scale, self.margin

@@ -8,7 +8,7 @@ import torch
 
 from .. import ops
 from .arcface import SIN_EPS
-from .base import MarginSoftmax, check_real, register_loss
+from .base import MarginSoftmax, Real, register_loss
 
 
 @register_loss("magface")
@@ -21,20 +21,18 @@ class MagFace(MarginSoftmax):
     """
 
     uses_norm = True
+    ranges = {"lower_norm": Real(0.0, 1e6, lo_open=True),
+              "upper_norm": Real("lower_norm", 1e6, lo_open=True),
+              "lower_margin": Real(0.0, math.pi, hi_open=True),
+              "upper_margin": Real("lower_margin", math.pi, hi_open=True),
+              "lambda_g": Real(0.0, 1e6)}
 
-    def __init__(self, num_classes: int, embedding_size: int, scale: float = 64.0,
+    def __init__(self, num_classes: int, embedding_size: int, scale: float | str = 64.0,
                  lower_norm: float = 10.0, upper_norm: float = 110.0,
                  lower_margin: float = 0.45, upper_margin: float = 0.8, lambda_g: float = 35.0):
-        super().__init__(num_classes, embedding_size, scale=scale)
-        owner = type(self).__name__
-        self.lower_norm = check_real(owner, "lower_norm", lower_norm, 0.0, 1e6, lo_open=True)
-        self.upper_norm = check_real(owner, "upper_norm", upper_norm, self.lower_norm, 1e6,
-                                     lo_open=True)
-        self.lower_margin = check_real(owner, "lower_margin", lower_margin, 0.0, math.pi,
-                                       hi_open=True)
-        self.upper_margin = check_real(owner, "upper_margin", upper_margin, self.lower_margin,
-                                       math.pi, hi_open=True)
-        self.lambda_g = check_real(owner, "lambda_g", lambda_g, 0.0, 1e6)
+        super().__init__(num_classes, embedding_size, scale=scale, lower_norm=lower_norm,
+                         upper_norm=upper_norm, lower_margin=lower_margin,
+                         upper_margin=upper_margin, lambda_g=lambda_g)
 
     def magnitude(self, norm):
         return ops.clip(norm, self.lower_norm, self.upper_norm)
@@ -50,8 +48,7 @@ class MagFace(MarginSoftmax):
         # theta + m > pi  <=>  cos theta < cos(pi - m) = -cos m
         return torch.where(cos < -cos_m, cos - m * sin_m, cos * cos_m - sin * sin_m)
 
-    def compute(self, x, labels):
-        norm = ops.row_norm(x)  # one |x| for the regulariser and the head's margin
+    def penalty(self, x, norm):
+        """lambda_g mean_i g(a_i), from the |x| the head's margin uses too."""
         a = self.magnitude(norm)
-        regulariser = (1.0 / a + a / (self.upper_norm * self.upper_norm)).mean()
-        return self.head(x, labels, norm) + self.lambda_g * regulariser
+        return self.lambda_g * (1.0 / a + a / (self.upper_norm * self.upper_norm)).mean()

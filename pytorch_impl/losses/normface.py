@@ -9,5 +9,5 @@ from .base import MarginSoftmax, register_loss
 class NormFace(MarginSoftmax):
     """logits_j = s cos_j, cos_j = <x^, W^_j>; no margin."""
 
-    def __init__(self, num_classes: int, embedding_size: int, scale: float = 30.0):
+    def __init__(self, num_classes: int, embedding_size: int, scale: float | str = 30.0):
         super().__init__(num_classes, embedding_size, scale=scale)

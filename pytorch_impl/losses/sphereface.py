@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from .base import MarginSoftmax, check_int, register_loss
+from .base import Int, MarginSoftmax, register_loss
 
 LAMBDA_MIN, LAMBDA_MAX, LAMBDA_GAMMA = 5.0, 1000.0, 0.12
 
@@ -33,10 +33,10 @@ class SphereFace(MarginSoftmax):
     scale_by_norm = True
     normalize_embedding = False
     state_names = ("weight", "iteration")
+    ranges = {"margin": Int(1, 10)}
 
     def __init__(self, num_classes: int, embedding_size: int, margin: int = 4):
-        super().__init__(num_classes, embedding_size, scale=None)
-        self.margin = check_int(type(self).__name__, "margin", margin, 1, 10)
+        super().__init__(num_classes, embedding_size, margin=margin)
         self.register_buffer("iteration", torch.zeros(1, dtype=torch.int64))
 
     def current_lambda(self, dtype=torch.float64):

@@ -6,15 +6,14 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
 
 from .. import ops
 from .arcface import arc_margin
-from .base import Loss, check_int, check_real, register_loss
+from .base import Int, Real, SoftmaxHead, register_loss
 
 
 @register_loss("subcenter_arcface")
-class SubCenterArcFace(Loss):
+class SubCenterArcFace(SoftmaxHead):
     """ArcFace on the closest of K sub-centres of each class:
 
     cos_j = max_k <x^, W^_{j,k}>, target s cos(theta_y + m) with ArcFace's fallback
@@ -26,22 +25,15 @@ class SubCenterArcFace(Loss):
     argmax_r <x^, W^_r> is r // K. The max passes its gradient to the arg-max sub-centre only
     (first one on ties, in both backends). Not a ``MarginSoftmax``: that fused head assumes
     one weight row per class; Partial FC shards it through ``scaled_class_logits`` and
-    ``target_logit`` (K rows per class stay on one rank).
+    ``target_logit`` (``rows_per_class`` = K rows per class stay on one rank).
     """
 
-    softmax_family = True
-    normalize_weight = True
-    state_names = ("weight",)
+    ranges = {"margin": Real(0.0, math.pi, hi_open=True), "sub_centers": Int(1, 64)}
 
-    def __init__(self, num_classes: int, embedding_size: int, scale: float = 64.0,
+    def __init__(self, num_classes: int, embedding_size: int, scale: float | str = 64.0,
                  margin: float = 0.5, sub_centers: int = 3):
-        super().__init__(num_classes, embedding_size)
-        owner = type(self).__name__
-        self.scale = check_real(owner, "scale", scale, 0.0, 1e6, lo_open=True)
-        self.margin = check_real(owner, "margin", margin, 0.0, math.pi, hi_open=True)
-        self.sub_centers = check_int(owner, "sub_centers", sub_centers, 1, 64)
-        self.weight = nn.Parameter(torch.empty(num_classes * self.sub_centers, embedding_size))
-        nn.init.normal_(self.weight, std=0.01)
+        super().__init__(num_classes, embedding_size, scale=scale, margin=margin,
+                         sub_centers=sub_centers)
 
     def compute(self, x, labels):
         s = self.scale
@@ -50,13 +42,11 @@ class SubCenterArcFace(Loss):
         logits = logits.scatter(1, labels[:, None], target[:, None])
         return (torch.logsumexp(logits, dim=1) - target).mean()
 
-    # the two steps Partial FC runs on a shard of the classes (pytorch_impl/partial_fc.py)
     rows_per_class = property(lambda self: self.sub_centers)
 
     def scaled_class_logits(self, x, weight):
         """s max_k cos(x, W_{j,k}) for the classes whose K rows each ``weight`` holds."""
-        xs = x * (self.scale / ops.row_norm(x))[:, None]  # the scale on the B x D side
-        logits = xs @ ops.l2_normalize(weight.to(x.dtype)).t()
+        logits = super().scaled_class_logits(x, weight)
         logits = logits.reshape(x.shape[0], -1, self.sub_centers)
         best = logits.detach().argmax(dim=2, keepdim=True)
         return logits.gather(2, best)[:, :, 0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .. import ops
-from .base import Loss, check_real, register_loss
+from .base import Loss, Real, register_loss
 
 
 @register_loss("triplet")
@@ -17,11 +17,10 @@ class Triplet(Loss):
     """
 
     requires_pk_batches = True
-    softmax_family = False
+    ranges = {"margin": Real(0.0, 4.0)}
 
     def __init__(self, num_classes: int, embedding_size: int, margin: float = 0.3):
-        super().__init__(num_classes, embedding_size)
-        self.margin = check_real(type(self).__name__, "margin", margin, 0.0, 4.0)
+        super().__init__(num_classes, embedding_size, margin=margin)
 
     def compute(self, x, labels):
         xn = ops.l2_normalize(x)

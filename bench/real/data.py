@@ -33,7 +33,7 @@ from common.binfile import write_bin
 from common.convert import convert_folder, load_encoded, scan_folder
 from common.lfw import image_path, parse_pairs, parse_people, people_to_rec
 
-DEFAULT_SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DEFAULT_SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 DEFAULT_ROOT = Path("data/real")
 MANIFEST = "real_data.json"
 PINNED_MTIME_NS = 1_700_000_000 * 10**9
@@ -163,7 +163,7 @@ def manifest(out: Path) -> dict:
     """The ``real_data.json`` of a prepared folder (what was built from what)."""
     path = Path(out) / MANIFEST
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: not a prepared real data set (run bench.real_data."
+        raise FileNotFoundError(f"{path}: not a prepared real data set (run bench.real.data."
                                 "prepare)")
     return json.loads(path.read_text())
 

@@ -15,16 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.perf.timing import time_runs
+from bench.report.tables import markdown_table
+
 SECTION = "data"
-
-
-def _time(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return times
 
 
 def _row(case, impl, times, items, baseline=None, base_median=None):
@@ -95,7 +89,7 @@ def _decode(folder, repeats):
                  repeats)
     cached = FaceRecordDataset(folder, cache=True)
     [cached[i] for i in range(len(cached))]
-    t = _time(lambda: [cached[i] for i in range(len(cached))], repeats)
+    t = time_runs(lambda: [cached[i] for i in range(len(cached))], repeats)
     rows.append(_row("read+decode vs bare JPEG decode", "FaceRecordDataset(cache=True)[i], warm",
                      t, len(ds), rows[0]["impl"], rows[0]["median_s"]))
     return rows
@@ -115,8 +109,9 @@ def _adapters(folder, repeats, workers):
         ds = mod.FaceDataset(folder)
         base = None
         for w in workers:
-            t = _time(lambda mod=mod, ds=ds, w=w: [b for b in mod.make_loader(ds, sampler, 0, w)],
-                      repeats)
+            t = time_runs(lambda mod=mod, ds=ds, w=w: [b for b in mod.make_loader(ds, sampler, 0,
+                                                                                  w)],
+                          repeats)
             row = _row("adapter images/s (batch 64)", f"{name} num_workers={w}", t, items,
                        f"{name} num_workers=0", base)
             base = base or row["median_s"]
@@ -138,7 +133,7 @@ def _file_sizes(tmp, sizes, repeats):
                 w.write_idx(k, payload)
         reader = RecordReader(idx, rec)
         sample = rng.permutation(n)[:sizes[0]].tolist()  # same count per size: ratio = per read
-        t = _time(lambda r=reader, s=sample: [r.read_idx(k) for k in s], repeats)
+        t = time_runs(lambda r=reader, s=sample: [r.read_idx(k) for k in s], repeats)
         mb = rec.stat().st_size / 2**20
         row = _row("raw read rate vs .rec size (4 KiB records, random keys)",
                    f"RecordReader {n} records ({mb:.0f} MiB)", t, len(sample),
@@ -169,9 +164,7 @@ def measure(quick: bool = False) -> list[dict]:
 
 
 def format_rows(rows) -> str:
-    lines = ["| case | impl | baseline | repeats | median s | items/s | ratio |",
-             "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['case']} | {r['impl']} | {r['baseline']} | {r['repeats']} | "
-                     f"{r['median_s']:.4f} | {r['per_s']:.0f} | {r['ratio']:.3f} |")
-    return "\n".join(lines)
+    return markdown_table(["case", "impl", "baseline", "repeats", "median s", "items/s", "ratio"],
+                          ([r["case"], r["impl"], r["baseline"], r["repeats"],
+                            f"{r['median_s']:.4f}", f"{r['per_s']:.0f}", f"{r['ratio']:.3f}"]
+                           for r in rows))

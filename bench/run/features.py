@@ -19,14 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import harness
+from bench.run import cell, harness
+from bench.run.config import HarnessConfig
+from bench.run.data import train_images
+from common.fileio import atomic_write_bytes
 from common.images import make_batch, normalize
-from common.sampler import EpochSampler
 from common.schedule import build_schedule
-from common.trainloop import NonFiniteError, atomic_write_bytes, fit
-
-CLASSIC = ("softmax", "l2softmax", "normface", "sphereface", "cosface", "arcface", "combined",
-           "center", "ring", "triplet", "contrastive")
+from common.trainloop import NonFiniteError, fit
 
 
 def subset(images: np.ndarray, labels: np.ndarray, identities: int):
@@ -38,14 +37,13 @@ def subset(images: np.ndarray, labels: np.ndarray, identities: int):
     return images[keep], labels[keep]
 
 
-def train_features(cfg: harness.HarnessConfig, loss_name: str, backend: str,
+def train_features(cfg: HarnessConfig, loss_name: str, backend: str,
                    images: np.ndarray, labels: np.ndarray) -> np.ndarray | None:
     """Train one (loss, backend) and return the training images' embeddings (None on NaN)."""
     classes = int(labels.max()) + 1
-    params, lstate = harness.initial_state(cfg, loss_name, classes)
-    trainer = harness.build_trainer(backend, cfg, loss_name, classes, params, lstate)
-    pk = cfg.pk if getattr(trainer.loss, "requires_pk_batches", False) else None
-    sampler = EpochSampler(labels, cfg.batch_size, cfg.seed, pk=pk)
+    params, lstate = cell.initial_state(cfg, loss_name, classes)
+    trainer = cell.build_trainer(backend, cfg, loss_name, classes, params, lstate)
+    sampler = cell.epoch_sampler(cfg, trainer.loss, labels)
     schedule = build_schedule(cfg.schedule, cfg.lr, cfg.epochs, len(sampler),
                               warmup_epochs=cfg.warmup_epochs)
     try:
@@ -105,11 +103,11 @@ def figure(results: dict, labels: np.ndarray, dim: int, backends):
     return fig
 
 
-def run(cfg: harness.HarnessConfig, identities: int, dims=(2, 3), out_dir: Path | None = None,
+def run(cfg: HarnessConfig, identities: int, dims=(2, 3), out_dir: Path | None = None,
         log=print) -> list[Path]:
     """Train every (dim, loss, backend), write features_<dim>d.png; returns the paths."""
     data, _, losses = harness.preflight(cfg)
-    images, labels, _ = harness.train_images(data, cfg.image_size)
+    images, labels, _ = train_images(data, cfg.image_size)
     images, labels = subset(images, labels, identities)
     out_dir = Path(out_dir or Path(cfg.results) / data.name)
     out_dir.mkdir(parents=True, exist_ok=True)

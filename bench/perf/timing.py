@@ -7,8 +7,9 @@ import time
 from collections.abc import Callable
 
 
-def time_call(fn: Callable[[], object], repeats: int = 7, warmup: int = 2) -> dict:
-    """Run ``fn`` ``warmup`` times untimed, then ``repeats`` times; median/min/max seconds."""
+def time_runs(fn: Callable[[], object], repeats: int, warmup: int = 0) -> list[float]:
+    """Run ``fn`` ``warmup`` times untimed, then ``repeats`` times: the seconds of each timed run
+    (``time.perf_counter``), in order."""
     for _ in range(warmup):
         fn()
     times = []
@@ -16,6 +17,12 @@ def time_call(fn: Callable[[], object], repeats: int = 7, warmup: int = 2) -> di
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
+    return times
+
+
+def time_call(fn: Callable[[], object], repeats: int = 7, warmup: int = 2) -> dict:
+    """``time_runs`` summarised: repeats and median/min/max seconds."""
+    times = time_runs(fn, repeats, warmup)
     return {"repeats": repeats, "median_s": statistics.median(times),
             "min_s": min(times), "max_s": max(times)}
 

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-BACKENDS = (("pytorch", "PyTorch"), ("gluon", "Gluon"))
+from bench.report.tables import markdown_table, read_metadata
+from common.backends import BACKENDS
+
+LABELS = {"pytorch": "PyTorch", "gluon": "Gluon"}  # column names of the README table
 
 
 def _read(folder: Path, name: str):
@@ -25,8 +28,6 @@ def _read(folder: Path, name: str):
 
 
 def _seeds(folder: Path) -> list[int]:
-    from bench.results import read_metadata
-
     seeds = read_metadata(folder / "gap.csv").get("seeds")
     if not isinstance(seeds, list):
         raise ValueError(f"{folder / 'gap.csv'}: no '# seeds:' line")
@@ -46,7 +47,8 @@ def row(folder: Path) -> dict[str, str]:
     out = {"set": f"[{folder.name}]({folder.as_posix()}/results.md)",
            "cells": f"{done} of {len(losses) * len(BACKENDS) * len(seeds)}",
            "seeds": " ".join(map(str, seeds))}
-    for backend, label in BACKENDS:
+    for backend in BACKENDS:
+        label = LABELS[backend]
         r = ranks[ranks.backend == backend].sort_values("mean", ascending=False)
         if r.empty:
             out[label] = "-"
@@ -65,10 +67,8 @@ def row(folder: Path) -> dict[str, str]:
 
 def table(folders) -> str:
     rows = [row(Path(f)) for f in folders]
-    head = ("| data set | cells (seeds) | best, PyTorch (acc %, mean +- sd) | best, Gluon "
-            "| torch - gluon gaps whose 95 % CI excludes 0 (points) | McNemar pooled p < 0.05 |")
-    lines = [head, "|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['set']} | {r['cells']} ({r['seeds']}) | {r['PyTorch']} "
-                     f"| {r['Gluon']} | {r['excl']} | {r['mcnemar']} |")
-    return "\n".join(lines)
+    return markdown_table(
+        ["data set", "cells (seeds)", "best, PyTorch (acc %, mean +- sd)", "best, Gluon",
+         "torch - gluon gaps whose 95 % CI excludes 0 (points)", "McNemar pooled p < 0.05"],
+        ([r["set"], f"{r['cells']} ({r['seeds']})", r["PyTorch"], r["Gluon"], r["excl"],
+          r["mcnemar"]] for r in rows))

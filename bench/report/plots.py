@@ -4,8 +4,9 @@
   (PyTorch solid, Gluon dashed), verification accuracy per epoch on a second axis.
 - ``accuracy_bars.png``: final verification accuracy (+- std over the 10 folds) per loss and
   backend, one panel per verification target.
-- ``roc/<target>__<loss>.png``: ROC curves of both backends, via ``bench.verification_plots``.
-- ``gap.png`` (real-data reports over seeds, ``bench.real_report``): per loss, each backend's
+- ``roc/<target>__<loss>.png``: ROC curves of both backends
+  (``bench.report.verification_plots``).
+- ``gap.png`` (real-data reports over seeds, ``bench.real.report``): per loss, each backend's
   accuracy with its 95 % interval over seeds (the ranking, ties visible as overlaps) beside the
   paired torch - gluon gap with its interval.
 
@@ -21,8 +22,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from bench import results as res
-from common.trainloop import atomic_write_bytes
+from bench.report import results as res
+from common.fileio import atomic_write_bytes
 
 STYLE = {"pytorch": dict(color="tab:blue", ls="-"), "gluon": dict(color="tab:orange", ls="--")}
 
@@ -109,7 +110,7 @@ def accuracy_bars(cells: list[dict], path: Path) -> Path | None:
 
 def roc_curves(out_dir: Path, cells: list[dict]) -> list[Path]:
     """One ROC figure per (target, loss) with both backends, via ``verification_plots``."""
-    from bench.verification_plots import plot_roc
+    from bench.report.verification_plots import plot_roc
 
     written = []
     for loss in sorted({c["loss"] for c in _ok(cells)}):
@@ -121,7 +122,7 @@ def roc_curves(out_dir: Path, cells: list[dict]) -> list[Path]:
                     runs.append((cell["backend"], res.load_result(p)))
             if runs:
                 fig = plot_roc(runs, title=f"{target}: {loss}")
-                name = f"{target}__{loss.replace('+', '_plus_')}.png"
+                name = f"{target}__{res.loss_stem(loss)}.png"
                 written.append(_save(fig, Path(out_dir) / "roc" / name))
     return written
 

@@ -19,6 +19,8 @@ import time
 
 import numpy as np
 
+from bench.report.tables import markdown_lines
+
 B, D = 256, 512
 CLASSES = (1_000, 10_000, 100_000)
 # pairs per case: at C=1k a pair takes ~20 ms and one pair's ratio moves by +-5 % on this shared
@@ -28,11 +30,10 @@ SECTION = "heads"
 
 
 def _margin_heads(list_losses, loss_class) -> list[str]:
-    """Softmax-family heads with one C x D weight (shared across the timed heads);
-    subcenter_arcface's K C x D weight is a different GEMM and is left out here."""
-    return [n for n in list_losses() if "+" not in n
-            and getattr(loss_class(n), "softmax_family", False)
-            and loss_class(n).hyperparameters().get("sub_centers", 1) == 1]
+    """The losses that declare ``fused_head``: the fused margin head over one C x D weight
+    (shared across the timed heads); subcenter_arcface's K C x D weight is a different GEMM
+    and does not declare it."""
+    return [n for n in list_losses() if loss_class(n).fused_head]
 
 
 # ---- PyTorch --------------------------------------------------------------------------------
@@ -197,23 +198,22 @@ def measure(quick: bool = False) -> list[dict]:
 
 
 def _markdown(rows: list[dict], command: str) -> str:
-    lines = [f"Command: `{command}`", "",
-             "| case | impl | median ms | min ms | max ms | ratio to plain head |",
-             "|---|---|---:|---:|---:|---:|"]
-    for r in rows:
-        lines.append(f"| {r['case']} | {r['impl']} | {r['median_s'] * 1e3:.1f} | "
-                     f"{r['min_s'] * 1e3:.1f} | {r['max_s'] * 1e3:.1f} | {r['ratio']:.3f} |")
+    lines = [f"Command: `{command}`", ""]
+    lines += markdown_lines(
+        ["case", "impl", "median ms", "min ms", "max ms", "ratio to plain head"],
+        ([r["case"], r["impl"], f"{r['median_s'] * 1e3:.1f}", f"{r['min_s'] * 1e3:.1f}",
+          f"{r['max_s'] * 1e3:.1f}", f"{r['ratio']:.3f}"] for r in rows), align="--rrrr")
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m bench.perf.heads [--quick] [--out FILE.md]``: run measure(), print a table."""
+    """``python -m bench.perf.sections.heads [--quick] [--out FILE.md]``: measure, print a table."""
     import argparse
     import json
     import os
     import sys
 
-    parser = argparse.ArgumentParser(prog="python -m bench.perf.heads")
+    parser = argparse.ArgumentParser(prog="python -m bench.perf.sections.heads")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", help="write the markdown table (and rows as .json) here")
     args = parser.parse_args(argv)
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
 
     threads = configure_threads()
     rows = measure(quick=args.quick)
-    command = (f"OMP_NUM_THREADS={threads} python -m bench.perf.heads "
+    command = (f"OMP_NUM_THREADS={threads} python -m bench.perf.sections.heads "
                + " ".join(sys.argv[1:] if argv is None else argv))
     text = _markdown(rows, command.strip())
     print(text)

@@ -6,7 +6,7 @@ LFW), from raw embeddings to accuracy, VAL@FAR and ROC. The literal loop is the 
 
 Run alone and write the markdown record::
 
-    OMP_NUM_THREADS=2 python -m bench.perf.verification --out results/perf/verification.md
+    OMP_NUM_THREADS=2 python -m bench.perf.sections.verification --out results/perf/verification.md
 """
 
 from __future__ import annotations
@@ -22,9 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.perf.timing import time_runs
+from bench.report.tables import markdown_lines
 from common.verification import evaluate_embeddings, fold_ids
 
-ORACLE = Path(__file__).resolve().parents[2] / "tests" / "verification_oracle.py"
+ORACLE = Path(__file__).resolve().parents[3] / "tests" / "verification_oracle.py"
 
 
 def _load_oracle():
@@ -52,15 +54,6 @@ def lfw_like_embeddings(nrof_pairs: int, dim: int, seed: int = 0):
     return emb, issame
 
 
-def _time(fn, repeats: int) -> list[float]:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
-
-
 def measure(quick: bool = False, nrof_pairs: int = 6000, dim: int = 512) -> list[dict]:
     """Rows for ``python -m bench perf``; ``ratio`` = median time / the literal loop's median."""
     oracle = _load_oracle()
@@ -73,8 +66,9 @@ def measure(quick: bool = False, nrof_pairs: int = 6000, dim: int = 512) -> list
         raise ValueError("verification perf: vectorised and literal results differ")
     repeats = {"literal": 1 if quick else 3, "vectorised": 5 if quick else 20}
     times = {
-        "literal": _time(lambda: oracle.evaluate(emb, issame), repeats["literal"]),
-        "vectorised": _time(lambda: evaluate_embeddings(emb, issame), repeats["vectorised"]),
+        "literal": time_runs(lambda: oracle.evaluate(emb, issame), repeats["literal"]),
+        "vectorised": time_runs(lambda: evaluate_embeddings(emb, issame),
+                                repeats["vectorised"]),
     }
     base = statistics.median(times["literal"])
     case = f"{nrof_pairs} pairs, D={dim}, 10 folds"
@@ -109,15 +103,12 @@ def to_markdown(rows: list[dict], command: str, environment: str = "") -> str:
         "",
         "Both produce identical fold accuracies and VAL (checked in the same run before timing).",
         "",
-        "| case | impl | repeats | median s | min s | max s | ratio | raw s |",
-        "|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['case']} | {r['impl']} | {r['repeats']} | {r['median_s']:.4f} | "
-            f"{r['min_s']:.4f} | {r['max_s']:.4f} | {r['ratio']:.4f} | "
-            f"{', '.join(f'{t:.4f}' for t in r['raw_s'])} |"
-        )
+    lines += markdown_lines(
+        ["case", "impl", "repeats", "median s", "min s", "max s", "ratio", "raw s"],
+        ([r["case"], r["impl"], r["repeats"], f"{r['median_s']:.4f}", f"{r['min_s']:.4f}",
+          f"{r['max_s']:.4f}", f"{r['ratio']:.4f}", ", ".join(f"{t:.4f}" for t in r["raw_s"])]
+         for r in rows))
     speedup = rows[0]["median_s"] / rows[1]["median_s"]
     lines += ["", f"Speed-up (literal median / vectorised median): {speedup:.1f}x", ""]
     return "\n".join(lines)
@@ -130,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     environment = _environment()
     rows = measure(quick=args.quick)
-    command = "OMP_NUM_THREADS=2 python -m bench.perf.verification " + " ".join(
+    command = "OMP_NUM_THREADS=2 python -m bench.perf.sections.verification " + " ".join(
         sys.argv[1:] if argv is None else argv)
     text = to_markdown(rows, command.strip(), environment)
     print(text)

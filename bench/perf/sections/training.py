@@ -19,7 +19,7 @@ import sys
 
 import numpy as np
 
-from bench.timing import add_ratios
+from bench.perf.timing import add_ratios
 
 NUM_CLASSES = 1000
 EMBEDDING = 512
@@ -78,7 +78,6 @@ def _gluon_step(name: str, batch: int, size: int, static_shape: bool):
     mx.random.seed(0)
     model = build_backbone(name, embedding_size=EMBEDDING, image_size=size)
     head = build_loss("softmax", num_classes=NUM_CLASSES, embedding_size=EMBEDDING)
-    head.initialize()
     model.hybridize(static_alloc=True, static_shape=static_shape)
     head.hybridize(static_alloc=True, static_shape=static_shape)
     rng = np.random.default_rng(0)
@@ -105,8 +104,8 @@ def _time_in_subprocess(impl: str, name: str, batch: int, size: int, repeats: in
         "import json, sys\n"
         "from bench.runtime import configure_threads\n"
         "configure_threads()\n"
-        "from bench.perf import training as t\n"
-        "from bench.timing import time_call\n"
+        "from bench.perf.sections import training as t\n"
+        "from bench.perf.timing import time_call\n"
         f"step = t.{fn}({name!r}, {batch}, {size}, **{kwargs!r})\n"
         f"print('TIMING ' + json.dumps(time_call(step, repeats={repeats}, warmup=1)))\n"
     )

@@ -21,7 +21,7 @@ Three measurements, all on this machine (CPU, gloo):
 
 Run alone and write the record::
 
-    OMP_NUM_THREADS=2 python -m bench.perf.scaling --out results/scale_out/scaling.json
+    OMP_NUM_THREADS=2 python -m bench.perf.sections.scaling --out results/scale_out/scaling.json
 """
 
 from __future__ import annotations
@@ -37,6 +37,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from bench.perf.timing import time_runs
+from bench.report.tables import markdown_lines
 
 SECTION = "scaling"
 D = 512
@@ -206,16 +209,6 @@ def _head_memory(quick: bool) -> list[dict]:
 
 # ---- 3. head time vs number of classes ------------------------------------------------------
 
-def _time(fn, repeats: int) -> list[float]:
-    fn()  # warm-up
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
-
-
 def _head_time(quick: bool) -> list[dict]:
     import torch
 
@@ -244,7 +237,7 @@ def _head_time(quick: bool) -> list[dict]:
             x.grad = None
             head(x, y).backward()
 
-        ts = _time(step, repeats)
+        ts = time_runs(step, repeats, warmup=1)
         base = base or statistics.median(ts)
         rows.append({"section": SECTION, "case": f"head forward+backward, B={batch}, D={D}",
                      "impl": f"C={c}: {impl}", "baseline": "C=1000 single-process head",
@@ -271,28 +264,29 @@ def to_markdown(record: dict) -> str:
     lines = ["# Scale-out measurements on this machine", "",
              f"Command: `{record['command']}` (OMP_NUM_THREADS={record['omp_num_threads']})", ""]
     thr = [r for r in rows if "img_per_s" in r]
-    lines += ["## Training throughput, 1 vs 2 processes", "",
-              "| case | impl | median step s | min-max s | img/s | ratio to baseline | "
-              "load avg |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['case']} | {r['impl']} | {r['median_s']:.3f} | {r['min_s']:.3f}-"
-              f"{r['max_s']:.3f} | {r['img_per_s']:.0f} | {r['ratio']:.2f} | "
-              f"{r.get('load_avg_1min', '')} |" for r in thr]
+    lines += ["## Training throughput, 1 vs 2 processes", ""]
+    lines += markdown_lines(
+        ["case", "impl", "median step s", "min-max s", "img/s", "ratio to baseline", "load avg"],
+        ([r["case"], r["impl"], f"{r['median_s']:.3f}", f"{r['min_s']:.3f}-{r['max_s']:.3f}",
+          f"{r['img_per_s']:.0f}", f"{r['ratio']:.2f}", r.get("load_avg_1min", "")]
+         for r in thr))
     mem = [r for r in rows if "peak_bytes" in r]
     fit = next(r for r in rows if "bytes_per_class" in r)
-    lines += ["", "## Head memory per rank (one SGD step, peak RSS added)", "",
-              "| shard classes | peak | raw |", "|---|---|---|"]
-    lines += [f"| {r['impl']} | {_gb(r['peak_bytes'])} | "
-              f"{', '.join(_gb(b) for b in r['raw_bytes'])} |" for r in mem]
+    lines += ["", "## Head memory per rank (one SGD step, peak RSS added)", ""]
+    lines += markdown_lines(["shard classes", "peak", "raw"],
+                            ([r["impl"], _gb(r["peak_bytes"]),
+                              ", ".join(_gb(b) for b in r["raw_bytes"])] for r in mem))
     lines += ["", f"Linear fit: {fit['bytes_per_class']:.0f} bytes per class + "
               f"{fit['fixed_bytes'] / 2**20:.1f} MiB fixed (fp32 W + grad + momentum + logits "
-              f"would be {fit['theory_bytes_per_class']} bytes per class).", "",
-              "| projection (same per-class cost) | head memory per rank |", "|---|---|"]
-    lines += [f"| {k} | {_gb(v)} |" for k, v in fit["projection_bytes"].items()]
+              f"would be {fit['theory_bytes_per_class']} bytes per class).", ""]
+    lines += markdown_lines(["projection (same per-class cost)", "head memory per rank"],
+                            ([k, _gb(v)] for k, v in fit["projection_bytes"].items()))
     head = [r for r in rows if r["case"].startswith("head forward")]
-    lines += ["", "## Head forward + backward vs number of classes", "",
-              "| case | impl | median s | min-max s | ratio |", "|---|---|---|---|---|"]
-    lines += [f"| {r['case']} | {r['impl']} | {r['median_s']:.4f} | {r['min_s']:.4f}-"
-              f"{r['max_s']:.4f} | {r['ratio']:.1f} |" for r in head]
+    lines += ["", "## Head forward + backward vs number of classes", ""]
+    lines += markdown_lines(["case", "impl", "median s", "min-max s", "ratio"],
+                            ([r["case"], r["impl"], f"{r['median_s']:.4f}",
+                              f"{r['min_s']:.4f}-{r['max_s']:.4f}", f"{r['ratio']:.1f}"]
+                             for r in head))
     return "\n".join(lines) + "\n"
 
 
@@ -311,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_threads()
     rows = measure(quick=args.quick)
-    command = "python -m bench.perf.scaling " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m bench.perf.sections.scaling " + " ".join(
+        sys.argv[1:] if argv is None else argv)
     record = {"command": command.strip(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
               "rows": rows}
     print(to_markdown(record))

@@ -6,8 +6,9 @@ import csv
 import io
 from pathlib import Path
 
-from bench.results import environment
-from common.trainloop import atomic_write_bytes
+from bench.report.results import environment
+from bench.report.tables import csv_text, markdown_lines
+from common.fileio import atomic_write_bytes
 
 FIELDS = ["section", "case", "impl", "baseline", "repeats", "median_s", "min_s", "max_s",
           "ratio", "goal", "note"]
@@ -82,17 +83,18 @@ def _goal_summary(rows: list[dict]) -> list[str]:
                 for r in peer_rows(rows)]
     if not checked:
         return []
-    out = ["## Goals", "",
-           "| section | goal | rows | met | missed | worst ratio (row) |",
-           "|---|---|---:|---:|---:|---|"]
     groups: dict = {}
     for r, text, limit in checked:
         groups.setdefault((r["section"], text), []).append((r, limit))
+    table = []
     for (section, text), items in groups.items():
         missed = [(r, lim) for r, lim in items if r["ratio"] > lim]
         worst, _ = max(items, key=lambda t: t[0]["ratio"] / t[1])
-        out.append(f"| {section} | {text} | {len(items)} | {len(items) - len(missed)} "
-                   f"| {len(missed)} | {worst['ratio']:.3f} ({worst['case']}, {worst['impl']}) |")
+        table.append([section, text, len(items), len(items) - len(missed), len(missed),
+                      f"{worst['ratio']:.3f} ({worst['case']}, {worst['impl']})"])
+    out = ["## Goals", ""]
+    out += markdown_lines(["section", "goal", "rows", "met", "missed", "worst ratio (row)"],
+                          table, align="--rrr-")
     out += ["", "Missed rows are listed with their ratio in the section tables below "
             "(goal column).", ""]
     out += _missed_reasons([(r, lim) for r, _, lim in checked if r["ratio"] > lim])
@@ -167,15 +169,12 @@ def _missed_reasons(missed: list[tuple[dict, float]]) -> list[str]:
 
 
 def _csv_text(rows: list[dict], env: dict) -> str:
-    buf = io.StringIO()
-    buf.write(f"# git_commit={env['git_commit']} cpu={env['cpu']} python={env['python']}\n")
-    buf.write("# packages=" + " ".join(f"{k}=={v}" for k, v in env["packages"].items()) + "\n")
+    """perf.csv: its own ``# key=value`` header (``read_rows`` reads the commit from it), cells
+    to 4 significant digits, and the csv module's ``\\r\\n`` line ends, as it always had."""
+    head = [f"# git_commit={env['git_commit']} cpu={env['cpu']} python={env['python']}",
+            "# packages=" + " ".join(f"{k}=={v}" for k, v in env["packages"].items())]
     extra = sorted({k for r in rows for k in r} - set(FIELDS))
-    writer = csv.DictWriter(buf, fieldnames=FIELDS + extra, extrasaction="ignore")
-    writer.writeheader()
-    for r in rows:
-        writer.writerow({k: _fmt(r.get(k)) for k in FIELDS + extra})
-    return buf.getvalue()
+    return csv_text(rows, FIELDS + extra, comments=head, cell=_fmt, lineterminator="\r\n")
 
 
 def _markdown(rows: list[dict], env: dict, sections, failures: dict, quick: bool) -> str:
@@ -202,15 +201,16 @@ def _markdown(rows: list[dict], env: dict, sections, failures: dict, quick: bool
             out += ["Measured at commit " + "; ".join(f"`{m.split(' ', 1)[0]}`"
                                                       + (f" {m.split(' ', 1)[1]}" if " " in m
                                                          else "") for m in stamps) + ".", ""]
-        out += ["| case | impl | baseline | median ms | min-max ms | ratio | goal | note |",
-                "|---|---|---|---:|---:|---:|---|---|"]
+        table = []
         for r in srows:
             ms = {k: f"{1e3 * r[k]:.3g}" if r.get(k) is not None else ""
                   for k in ("median_s", "min_s", "max_s")}
             ratio = f"{r['ratio']:.3f}" if r.get("ratio") is not None else ""
-            out.append(f"| {r['case']} | {r['impl']} | {r.get('baseline') or ''} "
-                       f"| {ms['median_s']} | {ms['min_s']}-{ms['max_s']} | {ratio} "
-                       f"| {r.get('goal') or ''} | {r.get('note') or ''} |")
+            table.append([r["case"], r["impl"], r.get("baseline") or "", ms["median_s"],
+                          f"{ms['min_s']}-{ms['max_s']}", ratio, r.get("goal") or "",
+                          r.get("note") or ""])
+        out += markdown_lines(["case", "impl", "baseline", "median ms", "min-max ms", "ratio",
+                               "goal", "note"], table, align="---rrr--")
         png = f"{section}.png"
         out += ["", f"![{section}]({png})", ""]
     return "\n".join(out) + "\n"

@@ -13,27 +13,26 @@ that match the current config (the harness's family hash) and writes, under ``re
 - ``ranking.csv``: per backend, losses ranked with ties where the 95 % intervals overlap;
 - ``results.md``: all of the above as Markdown with config, seeds, commit, packages, CPU, command;
 - ``curves.png``: training loss per step and accuracy per epoch, both backends overlaid per loss
-  (every seed drawn), via ``bench.plots.training_curves``;
+  (every seed drawn), via ``bench.report.plots.training_curves``;
 - ``gap.png``: the ranking (each backend's accuracy and 95 % interval per loss) beside the
-  backend gap per loss with its interval, via ``bench.plots.ranking_and_gap``.
+  backend gap per loss with its interval, via ``bench.report.plots.ranking_and_gap``.
 
-Statistics: ``bench.gap``. Every file is written atomically; the report can be rebuilt at any
+Statistics: ``bench.report.gap``. Every file is written atomically; the report can be rebuilt at any
 time from the cells (``python -m bench real --report-only``).
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from pathlib import Path
 
-from bench import gap
-from bench import results as res
-from common.trainloop import atomic_write_bytes
+from bench.report import gap
+from bench.report import results as res
+from bench.report.tables import csv_with_metadata, markdown_lines
+from common.backends import BACKENDS
+from common.fileio import atomic_write_bytes
 
-BACKENDS = ("pytorch", "gluon")
 RESULT_COLUMNS = ["dataset", "target", "loss", "backend", "seed", "status", "acc_mean", "acc_std",
                   "val", "eer", "auc", "final_train_loss", "wall_s", "epochs", "config_hash"]
 GAP_COLUMNS = ["dataset", "target", "loss", "seeds", "torch_mean", "torch_sd", "gluon_mean",
@@ -159,24 +158,11 @@ def _cell(v, digits=4):
     return str(v)
 
 
-def to_csv(rows: list[dict], columns: list[str], meta: dict) -> str:
-    buf = io.StringIO()
-    for key in sorted(meta):
-        buf.write(f"# {key}: {json.dumps(meta[key], sort_keys=True)}\n")
-    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: (repr(r[k]) if isinstance(r.get(k), float) else r.get(k, ""))
-                    for k in columns})
-    return buf.getvalue()
-
-
 def md_table(rows: list[dict], columns: list[tuple[str, str]], digits: int = 4) -> list[str]:
-    lines = ["| " + " | ".join(h for _, h in columns) + " |", "|" + "---|" * len(columns)]
-    for r in rows:
-        lines.append("| " + " | ".join(
-            _cell(r.get(k, ""), 1 if k == "wall_s" else digits) for k, _ in columns) + " |")
-    return lines
+    """Markdown lines of ``rows`` under ``columns`` ((key, header) pairs); wall_s to 0.1 s."""
+    return markdown_lines([h for _, h in columns],
+                          ([_cell(r.get(k, ""), 1 if k == "wall_s" else digits)
+                            for k, _ in columns] for r in rows))
 
 
 def _pct(v):
@@ -273,12 +259,12 @@ def write_report(results: Path, dataset: str, family_hashes: dict, meta: dict,
                               ("gap.csv", gaps, GAP_COLUMNS),
                               ("mcnemar.csv", mcn, MCNEMAR_COLUMNS),
                               ("ranking.csv", ranks, RANK_COLUMNS)):
-        atomic_write_bytes(out / name, to_csv(table, cols, meta).encode("utf-8"))
+        atomic_write_bytes(out / name, csv_with_metadata(table, cols, meta).encode("utf-8"))
     md = out / "results.md"
     atomic_write_bytes(md, to_markdown(dataset, meta, rows, gaps, mcn, ranks,
                                        expected_cells).encode("utf-8"))
     if plots:
-        from bench.plots import ranking_and_gap, training_curves
+        from bench.report.plots import ranking_and_gap, training_curves
 
         training_curves([c for cells in cells_by_seed.values() for c in cells],
                         out / "curves.png")

@@ -21,7 +21,6 @@ centre-loss updates, cuDNN algorithm search) and a regenerated data set (new mti
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import json
@@ -34,7 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from common.trainloop import atomic_write_bytes
+from bench.report.tables import csv_with_metadata, markdown_lines
+from common.fileio import atomic_write_bytes
 
 COLUMNS = [
     "target", "loss", "backend", "status", "acc_mean", "acc_std", "val", "val_std", "far",
@@ -56,7 +56,7 @@ _COMMITS: dict = {}
 def git_commit(root: Path | None = None) -> str:
     """HEAD (+ "-dirty") when first asked in this process: the code a long run imported at its
     start, not whatever HEAD is when a later cell is written (commits made during a run)."""
-    root = root or Path(__file__).resolve().parents[1]
+    root = root or Path(__file__).resolve().parents[2]
     if str(root) not in _COMMITS:
         _COMMITS[str(root)] = _read_git_commit(root)
     return _COMMITS[str(root)]
@@ -99,8 +99,19 @@ def environment() -> dict:
             "threads": os.environ.get("OMP_NUM_THREADS", "unset")}
 
 
+def loss_stem(loss: str) -> str:
+    """A loss label as a file-name part without glob characters ("arcface+center" ->
+    "arcface_plus_center", "arcface[margin=0.3,scale=32.0]" -> "arcface@margin=0.3@scale=32.0")."""
+    return loss.replace("+", "_plus_").replace("[", "@").replace("]", "").replace(",", "@")
+
+
+def cell_stem(loss: str, backend: str) -> str:
+    """The one file-name stem of a cell: its record, results and checkpoints start with it."""
+    return f"{loss_stem(loss)}__{backend}"
+
+
 def cell_path(out_dir: Path, loss: str, backend: str) -> Path:
-    return Path(out_dir) / "cells" / f"{loss.replace('+', '_plus_')}__{backend}.json"
+    return Path(out_dir) / "cells" / f"{cell_stem(loss, backend)}.json"
 
 
 def write_json(path: Path, obj) -> None:
@@ -177,28 +188,7 @@ def _fmt(v, digits=4):
 
 
 def to_csv(rows: list[dict], meta: dict) -> str:
-    buf = io.StringIO()
-    for key in sorted(meta):
-        buf.write(f"# {key}: {json.dumps(meta[key], sort_keys=True)}\n")
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for r in rows:
-        writer.writerow({k: (repr(r[k]) if isinstance(r[k], float) else r[k]) for k in COLUMNS})
-    return buf.getvalue()
-
-
-def read_metadata(csv_path: Path) -> dict:
-    """The ``# key: JSON`` lines ``to_csv`` (and ``bench.real_report.to_csv``) write on top."""
-    meta = {}
-    for line in Path(csv_path).read_text().splitlines():
-        if not line.startswith("#"):
-            break
-        key, _, value = line[1:].strip().partition(":")
-        try:
-            meta[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            meta[key.strip()] = value.strip()
-    return meta
+    return csv_with_metadata(rows, COLUMNS, meta)
 
 
 MD_COLUMNS = [
@@ -207,6 +197,7 @@ MD_COLUMNS = [
     ("final_train_loss", "train loss"), ("img_per_s", "img/s"),
     ("head_ms_per_step", "head ms/step"), ("wall_s", "wall s"),
 ]
+_DIGITS = {"img_per_s": 1, "wall_s": 1, "head_ms_per_step": 2}
 
 
 def to_markdown(rows: list[dict], meta: dict, title: str) -> str:
@@ -225,18 +216,9 @@ def to_markdown(rows: list[dict], meta: dict, title: str) -> str:
                  "ms/step = loss forward + backward.")
     for target in sorted({r["target"] for r in rows}):
         lines += ["", f"## {target}", ""]
-        lines.append("| " + " | ".join(h for _, h in MD_COLUMNS) + " |")
-        lines.append("|" + "---|" * len(MD_COLUMNS))
-        for r in rows:
-            if r["target"] != target:
-                continue
-            cells = []
-            for key, _ in MD_COLUMNS:
-                v = r[key]
-                digits = 1 if key in ("img_per_s", "wall_s") else (2 if key.endswith("ms_per_step")
-                                                                  else 4)
-                cells.append(_fmt(v, digits))
-            lines.append("| " + " | ".join(cells) + " |")
+        lines += markdown_lines([h for _, h in MD_COLUMNS],
+                                ([_fmt(r[key], _DIGITS.get(key, 4)) for key, _ in MD_COLUMNS]
+                                 for r in rows if r["target"] == target))
     return "\n".join(lines) + "\n"
 
 
@@ -267,7 +249,7 @@ def save_result(path: Path, result) -> None:
 
 
 def load_result(path: Path):
-    """Inverse of ``save_result``: a ``VerificationResult`` for ``bench.verification_plots``."""
+    """Inverse of ``save_result``: a ``VerificationResult`` for the ROC plots."""
     from common.verification import VerificationResult
 
     with np.load(path, allow_pickle=False) as z:

@@ -1,0 +1,1 @@
+"""Benchmark sections for ``python -m bench perf``, one module each exposing ``measure(quick)``."""

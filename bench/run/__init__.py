@@ -1,0 +1,1 @@
+"""Training: the run configuration, one cell recipe (one or many processes), the harness loop."""
