@@ -6,7 +6,7 @@ backends and readable without importing torch or mxnet (common/manifest.py).
   valid values as a ``Real``, ``Int`` or ``Bool`` spec. ``Declared.set_hyperparameters``,
   called by the base constructors, checks them in signature order and sets them as attributes,
   with the ``ValueError`` texts of ``check_real``/``check_int``/``check_bool`` (identical in
-  both backends; tests/test_loss_contract.py compares them). A bound may name an earlier
+  both backends; tests/losses/test_loss_contract.py compares them). A bound may name an earlier
   hyper-parameter (MagFace: ``upper_norm`` >= ``lower_norm``).
 - ``"auto"``: a ``Real`` with a rule (``Real(..., auto="adacos")``, ``AUTO_RULES``) also takes
   the string ``"auto"``; the check keeps it as the string (the CLI knows no class count), the

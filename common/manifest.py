@@ -1,7 +1,7 @@
 """What both backends register, readable without importing torch or mxnet.
 
 ``common/manifest.json`` is generated from the registries by ``python -m bench manifest``
-(never hand-edited; tests/test_loss_manifest.py keeps it equal to both backends). It holds,
+(never hand-edited; tests/losses/test_loss_manifest.py keeps it equal to both backends). It holds,
 per loss, the class name, each hyper-parameter's default, valid values and owner (the class
 whose error text names it) and the capabilities; and the backbone names. The CLI checks
 ``--losses`` and ``--loss-args`` here, with the constructors' own ``ValueError`` texts, before

@@ -34,6 +34,13 @@ def named_trainable(backbone_params: Iterable[tuple[str, Any]],
     return [(k, p) for k, p in named if trainable(p)]
 
 
+def decayed(shape, decay_all: bool = False) -> bool:
+    """Whether weight decay applies to a parameter of this shape: kernels and class weights
+    (rank > 1) only, the "no bias decay" of Goyal et al. 2017 that our trainers use; every
+    parameter with ``decay_all`` (arcface_torch's rule: BatchNorm, bias and PReLU too)."""
+    return bool(decay_all) or (shape is not None and len(shape) > 1)
+
+
 def check_sgd_args(momentum: float, weight_decay: float) -> None:
     """ValueError unless 0 <= momentum < 1 and weight_decay >= 0."""
     if not 0 <= momentum < 1:

@@ -19,7 +19,8 @@ the code is David Sandberg's facenet ``lfw.py`` as adopted by InsightFace):
   mean/std of VAL and mean of FAR over the folds.
 
 The reference's numbers come out exactly (tests/verification_oracle.py is the literal loop;
-tests/test_verification.py holds the two to 1e-12), but from cumulative counts: every distance
+tests/common/test_verification.py holds the two to 1e-12), but from cumulative counts: every
+distance
 is placed on each threshold grid once with ``searchsorted``, per-fold histograms of those
 positions are summed cumulatively, so the counts of ``dist < t`` for every (fold, threshold)
 cost O(P log T + folds * T) instead of the reference's O(P * T * folds) Python loop.

@@ -24,7 +24,7 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon, nd
 
-from common.trainer import StepOutput, check_sgd_args, predicts_with_normalized_weight
+from common.trainer import StepOutput, check_sgd_args, decayed, predicts_with_normalized_weight
 from common.trainloop import split_state
 
 from .losses.base import load_loss_state, loss_state
@@ -50,7 +50,7 @@ class DataParallelTrainer:
     """Backbone + loss replicated on ``contexts``; the same methods as ``train.Trainer``."""
 
     def __init__(self, backbone, loss, contexts, kvstore: str = "device", momentum: float = 0.9,
-                 weight_decay: float = 5e-4, hybridize: bool = True):
+                 weight_decay: float = 5e-4, hybridize: bool = True, decay_all: bool = False):
         check_sgd_args(momentum, weight_decay)
         contexts = list(contexts)
         if not contexts or len(set(map(str, contexts))) != len(contexts):
@@ -69,6 +69,7 @@ class DataParallelTrainer:
         for i, (_, p) in enumerate(self.named_params):
             self.kv.init(i, nd.zeros(p.shape, ctx=contexts[0], dtype=p.dtype))
         self.momentum, self.weight_decay, self.lr = momentum, weight_decay, 0.0
+        self.decay_all = decay_all
         self.buffers: dict[str, list[nd.NDArray]] = {}
         self.normalized_weight = predicts_with_normalized_weight(loss)
 
@@ -85,7 +86,7 @@ class DataParallelTrainer:
         for name, p in self.named_params:
             if name not in self.buffers:
                 self.buffers[name] = [nd.zeros_like(w) for w in p.list_data()]
-            decay = self.weight_decay if len(p.shape) > 1 else 0.0
+            decay = self.weight_decay if decayed(p.shape, self.decay_all) else 0.0
             for w, g, buf in zip(p.list_data(), p.list_grad(), self.buffers[name], strict=True):
                 torch_sgd_step(w, g, buf, self.lr, self.momentum, decay)
 

@@ -13,7 +13,8 @@ arcface/cosface 1.03-1.05x at C=10k and 0.95-0.97x at C=100k, where the pure-Glu
 ``FACELOSSES_FUSED=1`` on (for losses on CPU contexts) where MXNet sees a GPU. ``available()``
 is False when it is off, or, with a warning that says why, when there is no compiler or the
 build or the load fails; callers then use the pure-Gluon graph
-(``ops.margin_cross_entropy_graph``), the same maths (tests/test_gluon_fused.py). Cache folder
+(``ops.margin_cross_entropy_graph``), the same maths (tests/losses/test_gluon_fused.py).
+Cache folder
 and compiler: see ``common.native``.
 """
 

@@ -18,6 +18,7 @@ from mxnet import autograd, nd
 from common.trainer import (
     StepOutput,
     check_sgd_args,
+    decayed,
     named_trainable,
     predicts_with_normalized_weight,
 )
@@ -54,7 +55,8 @@ def torch_sgd_step(w, g, buf, lr: float, momentum: float, weight_decay: float) -
     Three ``sgd_update`` calls, w' = (1 - lr' wd') w - lr' g', with arguments chosen to give
     each line: one operator each instead of six, no temporaries (the Python loop over a
     MobileFaceNet's parameters took a third of a Gluon training step at 32 px). The results
-    are torch's float32 operations bit for bit at momentum 0.9 (tests/test_train_parity.py).
+    are torch's float32 operations bit for bit at momentum 0.9
+    (tests/backends/test_train_parity.py).
     A first step from buf = 0 gives buf = g, as torch's clone does. ``g`` is overwritten.
     """
     if weight_decay:
@@ -67,7 +69,7 @@ class Trainer:
     """Backbone + loss head + SGD; the same constructor and methods as ``pytorch_impl.train``."""
 
     def __init__(self, backbone, loss, momentum: float = 0.9, weight_decay: float = 5e-4,
-                 hybridize: bool = True):
+                 hybridize: bool = True, decay_all: bool = False):
         check_sgd_args(momentum, weight_decay)
         self.backbone = backbone
         self.loss = loss
@@ -76,6 +78,7 @@ class Trainer:
         self.named_params = trainable_params(backbone, loss)
         self.momentum = momentum
         self.weight_decay = weight_decay
+        self.decay_all = decay_all
         self.lr = 0.0
         self.buffers: dict[str, nd.NDArray] = {}
         self.normalized_weight = predicts_with_normalized_weight(loss)
@@ -88,7 +91,7 @@ class Trainer:
             w = p.data()
             if name not in self.buffers:
                 self.buffers[name] = nd.zeros_like(w)
-            decay = self.weight_decay if p.shape is not None and len(p.shape) > 1 else 0.0
+            decay = self.weight_decay if decayed(p.shape, self.decay_all) else 0.0
             torch_sgd_step(w, p.grad(), self.buffers[name], self.lr, self.momentum, decay)
 
     def train_step(self, images: np.ndarray, labels: np.ndarray) -> StepOutput:

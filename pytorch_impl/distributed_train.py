@@ -88,14 +88,15 @@ class DistributedTrainer:
     """One rank's trainer; the same methods as ``pytorch_impl.train.Trainer``."""
 
     def __init__(self, backbone, loss, ctx: DistContext, momentum: float = 0.9,
-                 weight_decay: float = 5e-4, sample_rate: float = 1.0, seed: int = 0):
+                 weight_decay: float = 5e-4, sample_rate: float = 1.0, seed: int = 0,
+                 decay_all: bool = False):
         check_sgd_args(momentum, weight_decay)
         self.ctx = ctx
         self.net = convert_sync_batchnorm(backbone.to(ctx.device))
         self.backbone = wrap_ddp(self.net, ctx.device, grad_reduction="sum")
         self.loss = DistributedHead(loss, sample_rate=sample_rate, seed=seed).to(ctx.device)
         self.named_params = trainable_params(self.net, self.loss)
-        self.optimizer = sgd(self.named_params, momentum, weight_decay)
+        self.optimizer = sgd(self.named_params, momentum, weight_decay, decay_all)
 
     def set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:

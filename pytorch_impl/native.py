@@ -7,7 +7,7 @@ temporary C x D product for each normalisation's backward. The kernels do each g
 sweep, in place. Built with the system C++ compiler on first use (``common.native``, cached),
 loaded with ctypes: no torch headers, about a second to build. They serve contiguous CPU
 float32/float64 tensors; elsewhere (CUDA, no compiler, ``FACELOSSES_FUSED=0``) ``usable`` is
-False and ``ops`` runs the same formulas as torch operations (tests/test_torch_head_passes.py
+False and ``ops`` runs the same formulas as torch operations (tests/losses/test_torch_head_passes.py
 checks both give the same numbers). The kernels run on one thread.
 """
 

@@ -25,6 +25,7 @@ import torch
 from common.trainer import (
     StepOutput,
     check_sgd_args,
+    decayed,
     named_trainable,
     predicts_with_normalized_weight,
 )
@@ -40,13 +41,16 @@ def trainable_params(backbone, loss):
                            lambda p: p.requires_grad)
 
 
-def sgd(named_params, momentum: float, weight_decay: float) -> torch.optim.SGD:
-    """SGD with weight decay on the tensors of ``ndim > 1`` only (see the module docstring)."""
-    return torch.optim.SGD(
-        [{"params": [p for _, p in named_params if p.ndim > 1], "weight_decay": weight_decay},
-         {"params": [p for _, p in named_params if p.ndim <= 1], "weight_decay": 0.0}],
-        lr=0.0, momentum=momentum, weight_decay=weight_decay,
-    )
+def sgd(named_params, momentum: float, weight_decay: float,
+        decay_all: bool = False) -> torch.optim.SGD:
+    """SGD with weight decay on the tensors of ``ndim > 1`` only (see the module docstring), or
+    on every tensor with ``decay_all`` (``common.trainer.decayed``)."""
+    groups = [{"params": [p for _, p in named_params if decayed(p.shape, decay_all)],
+               "weight_decay": weight_decay},
+              {"params": [p for _, p in named_params if not decayed(p.shape, decay_all)],
+               "weight_decay": 0.0}]
+    return torch.optim.SGD([g for g in groups if g["params"]], lr=0.0, momentum=momentum,
+                           weight_decay=weight_decay)
 
 
 def class_logits(embeddings, weight, normalized: bool, num_classes: int | None = None):
@@ -67,13 +71,13 @@ class Trainer:
     """Backbone + loss head + SGD; the same constructor and methods as ``gluon_impl.train``."""
 
     def __init__(self, backbone, loss, momentum: float = 0.9, weight_decay: float = 5e-4,
-                 hybridize: bool = True):
+                 hybridize: bool = True, decay_all: bool = False):
         del hybridize  # a Gluon-only switch; accepted so both constructors read alike
         check_sgd_args(momentum, weight_decay)
         self.backbone = backbone
         self.loss = loss
         self.named_params = trainable_params(backbone, loss)
-        self.optimizer = sgd(self.named_params, momentum, weight_decay)
+        self.optimizer = sgd(self.named_params, momentum, weight_decay, decay_all)
         self.normalized_weight = predicts_with_normalized_weight(loss)
 
     def set_lr(self, lr: float) -> None:

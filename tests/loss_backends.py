@@ -1,6 +1,6 @@
 """Run one loss in either backend on NumPy inputs: value and gradients as NumPy.
 
-Shared by the tests/test_loss_*.py files; both runners copy the same canonical state
+Shared by the tests/losses/test_loss_*.py files; both runners copy the same canonical state
 (``loss_state`` names) into a freshly built loss, so the two backends see identical numbers.
 """
 

@@ -6,7 +6,7 @@ their cross-entropy, plus ``extra`` where the loss adds a term); a metric loss g
 ``value``. Joint names "<base>+<aux>" are derived: base + lambda_ x ``AUX_TERMS[aux]``.
 ``loss_value(name, x, labels, state, hp)`` evaluates the formula in float64;
 ``numeric_grad`` gives its central-difference gradient. A loss without an entry raises
-``MissingOracle`` (tests/test_loss_oracle.py then fails, saying to add one here).
+``MissingOracle`` (tests/losses/test_loss_oracle.py then fails, saying to add one here).
 """
 
 from __future__ import annotations

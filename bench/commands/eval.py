@@ -155,6 +155,21 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
         f.write(csv_text(rows, list(rows[0]), lineterminator="\r\n"))
 
 
+def check(args) -> None:
+    """The files exist and the numbers make sense, before a framework is imported."""
+    if not Path(args.bin).is_file():
+        raise FileNotFoundError(f"verification file {args.bin} does not exist")
+    if args.model and not (Path(args.model) / "model.json").is_file():
+        raise FileNotFoundError(f"--model {args.model}: no model.json there (an exported model "
+                                "folder holds model.npz + model.json)")
+    if args.mxnet and not Path(f"{args.mxnet}-symbol.json").is_file():
+        raise FileNotFoundError(f"--mxnet {args.mxnet}: {args.mxnet}-symbol.json does not exist")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be an integer >= 1, got {args.batch_size}")
+    if args.compare_images and not Path(args.compare_images).is_dir():
+        raise FileNotFoundError(f"--compare-images: folder {args.compare_images} does not exist")
+
+
 def run(args) -> int:
     from common.binfile import decode_bin, load_bin
     from common.verification import embed_images, evaluate

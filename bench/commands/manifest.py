@@ -2,7 +2,7 @@
 objectives included) with its hyper-parameters (default, valid values, the class whose error
 names it) and capabilities, and the backbone names. The CLI checks --losses and --loss-args
 against it without importing torch or mxnet; run this after adding or changing a loss or a
-backbone (tests/test_loss_manifest.py fails until you do). Refuses to write if the two
+backbone (tests/losses/test_loss_manifest.py fails until you do). Refuses to write if the two
 backends disagree."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def run(args) -> int:
     for other in others:
         if built[other] != built[first]:
             raise ValueError(f"the {first} and {other} registries differ; make them equal "
-                             f"first (tests/test_loss_contract.py says where)")
+                             f"first (tests/losses/test_loss_contract.py says where)")
     text = manifest.text(built[first])
     current = manifest.PATH.read_text() if manifest.PATH.is_file() else ""
     if args.check:

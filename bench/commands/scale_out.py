@@ -48,6 +48,17 @@ def add_arguments(p) -> None:
                    help="compare mode: also write the rows here (and the table beside it, .md)")
 
 
+def check(args) -> None:
+    """Every argument checkable without torch or mxnet."""
+    from bench.run.options import check as check_config
+    from bench.run.options import check_data
+
+    if args.nproc < 1 or args.seeds < 1:
+        raise ValueError(f"--nproc and --seeds must be >= 1, got {args.nproc} and {args.seeds}")
+    check_config(_config(args))
+    check_data(args.data)
+
+
 def _config(args):
     from bench.run.config import HarnessConfig
 

@@ -127,7 +127,7 @@ REASONS = {
                      "on the B target values (SphereFace's cos(m theta) polynomial, MagFace's "
                      "and AdaFace's |x|-dependent margins have the most), each MXNet operator "
                      "paying its dispatch; constant in C, it vanishes at 10k and 100k.",
-    "gluon head": "Gluon margin head at C >= 10k: the fused path (gluon_impl/fused.py: W/|W| "
+    "gluon head": "Gluon margin head at C >= 10k: the fused path (gluon_impl/native.py: W/|W| "
                   "and the softmax rows in two C++ row-pass operators around FullyConnected) "
                   "measured 0.95-1.09x; a miss here means it did not run (no compiler, "
                   "FACELOSSES_FUSED=0): the pure graph pays L2Normalization's backward and "

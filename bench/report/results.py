@@ -10,10 +10,11 @@ Layout under ``results/<dataset>/``:
   (config, seed, git commit, package versions, CPU). Read with ``pandas.read_csv(p, comment="#")``.
 - ``results.md``: the same as Markdown tables, one per verification target.
 
-Every file is written with ``common.trainloop.atomic_write_bytes`` (temp file + fsync + rename).
+Every file is written with ``common.fileio.atomic_write_bytes`` (temp file + fsync + rename).
 Timing columns (img/s, head ms, wall s) differ between runs; every other column is a pure
 function of the config on deterministic kernels: the same command twice gives bit-identical
-metric columns per backend on this CPU build (tests/test_resume.py checks it across a kill -9).
+metric columns per backend on this CPU build (tests/bench/test_resume.py checks it across a
+kill -9).
 What would break that: a different thread count (oneDNN and OpenMP reductions change their
 summation order), another CPU ISA (AVX2 vs AVX-512 kernels), GPU atomics (scatter/index_add in
 centre-loss updates, cuDNN algorithm search) and a regenerated data set (new mtime: new hash).

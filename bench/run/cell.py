@@ -80,7 +80,7 @@ def build_trainer(backend: str, cfg: HarnessConfig, loss_name: str, num_classes:
     impl.transfer.import_params(net, params)
     impl.losses.load_loss_state(loss, lstate)
     return impl.train.Trainer(net, loss, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                              hybridize=cfg.hybridize)
+                              hybridize=cfg.hybridize, decay_all=cfg.decay_all)
 
 
 def epoch_sampler(cfg: HarnessConfig, loss, labels) -> EpochSampler:

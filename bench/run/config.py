@@ -49,6 +49,8 @@ class HarnessConfig:
     warmup_epochs: float = setting(0.5, "linear learning-rate warm-up, in epochs")
     momentum: float = setting(0.9, "SGD momentum")
     weight_decay: float = setting(5e-4, "SGD weight decay (weights of rank > 1 only)")
+    decay_all: bool = setting(False, "weight decay on every parameter, BatchNorm, biases and "
+                              "PReLU included (arcface_torch's rule; default: rank > 1 only)")
     seed: int = setting(0, "seed of the initial weights and the batch order")
     pk: int = setting(4, "images per identity in P x K batches (triplet, contrastive)")
     eval_batch_size: int = setting(200, "batch size of the verification embeddings")
@@ -99,4 +101,6 @@ def hashed(cfg: HarnessConfig) -> dict:
     if d["nproc"] == 1 and d["sample_rate"] == 1.0:
         d.pop("nproc")
         d.pop("sample_rate")
+    if not d["decay_all"]:
+        d.pop("decay_all")
     return d

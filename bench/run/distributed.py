@@ -42,7 +42,7 @@ def train_rank(ctx, cfg, dataset: str, loss_name: str, data: tuple, targets: dic
     single = cells.build_trainer("pytorch", cfg, loss_name, data[2], params, lstate)
     trainer = DistributedTrainer(single.backbone, single.loss, ctx, momentum=cfg.momentum,
                                  weight_decay=cfg.weight_decay, sample_rate=sample_rate,
-                                 seed=cfg.seed)
+                                 seed=cfg.seed, decay_all=cfg.decay_all)
     del single
     sampler = DistributedBatchSampler(cells.epoch_sampler(cfg, trainer.loss.replicated, data[1]),
                                       ctx.rank, ctx.world_size)

@@ -31,7 +31,7 @@ class PReLU(nn.HybridBlock):
 
     Not ``gluon.nn.PReLU``: in MXNet 1.9.1 its op (LeakyReLU act_type='prelu') returns a
     wrong alpha gradient for some layers once hybridised (measured: 0.75 relative error on
-    SmallCNN's last block against torch; tests/test_backbones.py checks the gradients). The
+    SmallCNN's last block against torch; tests/backends/test_backbones.py checks the gradients). The
     parameter keeps the name ``alpha`` so transfer and the InsightFace import see no change.
     """
 

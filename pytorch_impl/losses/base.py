@@ -1,7 +1,8 @@
 """The loss bases, the registries and loss-state exchange (PyTorch).
 
 Mirrors ``gluon_impl/losses/base.py`` name for name; the error texts are identical in both
-backends (tests/test_loss_contract.py compares them). Notation and formulas: SPEC.md section 1.
+backends (tests/losses/test_loss_contract.py compares them). Notation and formulas: SPEC.md
+section 1.
 What a loss declares (hyper-parameter ranges, capabilities) and how it is checked is the
 framework-free ``common.contract``; the registries are ``common.registry.Registry``.
 

@@ -2,7 +2,7 @@
 
 B=256, D=512, C in {1k, 10k, 100k}. Per backend, the baseline is the plain head of that
 backend (torch: F.linear + F.cross_entropy; Gluon: FullyConnected + SoftmaxCrossEntropyLoss,
-hybridized); beside it our heads (every softmax-family loss of ``list_losses()``), the peers'
+hybridized); beside it our heads (every ``fused_head`` loss of ``list_losses()``), the peers'
 ArcFace/CosFace/SphereFace (PML: margins in degrees, W is D x C; gluonfr: fed the cosine
 matrix built in the same graph, ArcLoss with easy_margin=False) and the floor of the three
 B x D x C GEMMs. Each impl is timed in alternation with the baseline (pairs, so load drift on

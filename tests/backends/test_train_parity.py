@@ -98,6 +98,39 @@ def test_weight_decay_skips_vectors_in_both_backends(data):
     assert decayed == torch_decayed and "loss.weight" in decayed
 
 
+def test_decay_all_decays_every_parameter_and_the_backends_still_agree(data):
+    """``decay_all`` (arcface_torch's rule): BatchNorm, bias and PReLU vectors decay too, in
+    both backends, the weights after three steps still agree, and they differ from the
+    default rule's (the option does something)."""
+    import dataclasses
+
+    images, labels = data
+    global CFG
+    default_cfg = CFG
+    try:
+        CFG = dataclasses.replace(default_cfg, decay_all=True, weight_decay=0.05)
+        trainers, losses = train_both("softmax", images, labels)
+        CFG = dataclasses.replace(default_cfg, weight_decay=0.05)
+        base, _ = train_both("softmax", images, labels)
+    finally:
+        CFG = default_cfg
+    groups = trainers["pytorch"].optimizer.param_groups
+    assert len(groups) == 1 and groups[0]["weight_decay"] == 0.05
+    x = make_batch(images[:12])
+    ea, eb = trainers["pytorch"].embed(x), trainers["gluon"].embed(x)
+    assert np.abs(ea - eb).max() <= 1e-4 * max(1.0, float(np.abs(ea).max()))
+    assert np.abs(ea - base["pytorch"].embed(x)).max() > 1e-4
+    from common import backends
+
+    exported = {b: backends.load(b).transfer.export_params(t.backbone)
+                for b, t in trainers.items()}
+    vectors = [k for k, v in exported["pytorch"].items() if v.ndim == 1
+               and not k.endswith(("running_mean", "running_var"))]
+    assert any(k.endswith("bn.weight") for k in vectors)
+    for k in vectors:
+        assert np.abs(exported["pytorch"][k] - exported["gluon"][k]).max() <= 1e-4, k
+
+
 def test_sgd_rule_is_torch_s_in_both_backends_when_lr_changes():
     """The trainers alone (a linear backbone, no backbone code involved): PyTorch's SGD and the
     Gluon update give the same weights after steps with a different LR each (MXNet's own

@@ -128,6 +128,7 @@ def test_reader_survives_fork_and_pickle(tmp_path):
     assert os.read(r, 1) == b"1"
     os.waitpid(pid, 0)
     reader.close()
+    clone.close()
 
 
 def corrupt(tmp_path, mutate):

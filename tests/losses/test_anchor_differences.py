@@ -3,7 +3,7 @@
 The anchors: InsightFace ``arcface_torch`` (not pip-installable: its margin step is re-expressed
 below from ``recognition/arcface_torch/losses.py`` and ``partial_fc_v2.py``), pytorch-metric-
 learning (PML) and gluonfr (both installed in the test environment). Rows already compared in
-tests/test_loss_peers.py (PML ArcFace/CosFace/NormFace, the SphereFace psi, gluonfr CosLoss,
+tests/losses/test_loss_peers.py (PML ArcFace/CosFace/NormFace, the SphereFace psi, gluonfr CosLoss,
 ArcLoss with easy_margin given explicitly, ASoftmax at lambda's floor, RingLoss, CenterLoss with
 distinct labels) are not repeated here. Every test asserts both sides: that the anchor computes
 the formula the row names, and that ours computes ours, so a change on either side fails it.
@@ -224,7 +224,8 @@ def test_arcface_torch_cosface_default_margin_is_0_4():
 
 def test_arcface_torch_decays_every_parameter_we_decay_rank_2_and_up():
     """arcface_torch's SGD has one weight_decay for backbone.parameters() and the FC; our
-    trainers decay only tensors of rank > 1 (tests/test_train_parity.py checks both backends).
+    trainers decay only tensors of rank > 1 (tests/backends/test_train_parity.py checks both
+    backends).
     Figure: MobileFaceNet, 133 of its 183 tensors (27,136 of 1,003,136 values: BN, PReLU)."""
     from pytorch_impl.backbones import build_backbone
     from pytorch_impl.train import Trainer

@@ -13,7 +13,7 @@ import pytest
 
 from bench.cli import build_parser
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # each bad command line and a piece of the error it must print
 BAD = [
@@ -31,6 +31,8 @@ BAD = [
     (["run", "--loss-args", "arcface"], "must be LOSS:KEY=VALUE"),
     (["real", "--dataset", "att_faces", "--losses", "nosuch"], "unknown loss(es) nosuch"),
     (["features", "--dims", "4"], "--dims must be 2 and/or 3"),
+    (["eval", "/nonexistent.bin", "--model", "m"], "/nonexistent.bin does not exist"),
+    (["scale-out", "--data", "/nonexistent", "--losses", "nosuch"], "unknown loss(es) nosuch"),
 ]
 
 PROBE = """

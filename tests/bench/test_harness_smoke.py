@@ -26,8 +26,8 @@ def tiny(tmp_path_factory):
 
 
 def base_losses() -> list[str]:
-    """Every registered loss but the joint '<margin>+<aux>' objectives (tests/test_train_parity
-    covers those), to keep the smoke test within a minute."""
+    """Every registered loss but the joint '<margin>+<aux>' objectives (covered by
+    tests/backends/test_train_parity), to keep the smoke test within a minute."""
     return [n for n in default_losses(known_losses()) if "+" not in n]
 
 

@@ -23,6 +23,7 @@ def test_layout_and_determinism(tmp_path):
     ds = FaceRecordDataset(tmp_path / "a")
     assert ds.layout == "insightface" and ds.num_classes == 4 and len(ds) == 16
     assert ds[0][0].shape == (48, 48, 3)
+    ds.close()
     bins, issame = load_bin(tmp_path / "a" / "lfw.bin")
     assert len(bins) == 40 and issame.sum() == 10
     manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())

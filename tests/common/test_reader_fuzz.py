@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]  # tests/, where datagen.py is
 MEMORY_LIMIT = 3 << 30  # bytes of address space for the child
 
 

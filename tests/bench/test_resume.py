@@ -35,7 +35,7 @@ from common.schedule import build_schedule
 from common.synthetic import generate
 from common.trainloop import NonFiniteError, fit, load_checkpoint, save_checkpoint
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TIMING = ["img_per_s", "head_ms_per_step", "wall_s"]
 
 

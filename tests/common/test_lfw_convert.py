@@ -86,6 +86,7 @@ def test_people_to_rec(tmp_path, lfw):
     assert ds.num_classes == 3 and len(ds) == 9
     assert ds.read_raw(0)[1] == (lfw / "Ann_A" / "Ann_A_0001.jpg").read_bytes()
     assert np.bincount(ds.labels).tolist() == [3, 2, 4]
+    ds.close()
     assert json.loads((tmp_path / "rec" / "identities.json").read_text())["labels"][2] == "Di_D"
     with pytest.raises(ValueError, match="header says 5 people"):
         people_to_rec(lfw, write(tmp_path / "bad.txt", "5\nAnn_A\t3\n"), tmp_path / "r2",

@@ -1,6 +1,6 @@
 """A loss's own hyper-parameters from the command line to the maths, in both backends.
 
-``--loss-args`` is parsed and checked without a framework (tests/test_cli.py checks the
+``--loss-args`` is parsed and checked without a framework (tests/bench/test_cli.py checks the
 errors); a setting reaches ``build_loss`` in both backends, names the cell (its label, file,
 hash and table row), and two settings of one loss are two rows of one table.
 """

@@ -35,10 +35,10 @@ def test_photo_folder_holds_out_a_quarter_and_pairs_only_use_them(tmp_path):
     held = set(m["heldout_identities"])
     assert len(held) == 2 and held.isdisjoint(split["train_labels"])
     assert m["train_identities"] == 6 and m["pairs"] == 20
-    ds = FaceRecordDataset(tmp_path / "out")
-    assert ds.num_classes == 6 and len(ds) == sum(
-        len(list((root / n).iterdir())) for n in split["train_labels"])
-    assert ds[0][0].shape == (SIZE, SIZE, 3)  # greyscale PGM -> RGB
+    with FaceRecordDataset(tmp_path / "out") as ds:
+        assert ds.num_classes == 6 and len(ds) == sum(
+            len(list((root / n).iterdir())) for n in split["train_labels"])
+        assert ds[0][0].shape == (SIZE, SIZE, 3)  # greyscale PGM -> RGB
     bins, issame = load_bin(tmp_path / "out" / spec.bin_name)
     assert issame.reshape(10, 2).tolist() == [[True, False]] * 10
     assert decode_bin(bins, image_size=SIZE).shape == (40, SIZE, SIZE, 3)
@@ -105,8 +105,8 @@ def test_lfw_view1_trains_on_devtrain_and_no_test_person_is_trained_on(tmp_path,
     trained = json.loads((out / "identities.json").read_text())["labels"]
     assert trained == ["Ann_A", "Cid_C", "Dee_D"]  # >= 2 images, file order
     assert set(trained).isdisjoint(TEST)
-    ds = FaceRecordDataset(out)
-    assert ds.num_classes == 3 and len(ds) == 3 + 2 + 4
+    with FaceRecordDataset(out) as ds:
+        assert ds.num_classes == 3 and len(ds) == 3 + 2 + 4
     bins, issame = load_bin(out / "lfw_devtest.bin")
     assert len(bins) == 40 and issame.reshape(10, 2).tolist() == [[True, False]] * 10
     manifest = json.loads((out / real_data.MANIFEST).read_text())

@@ -24,7 +24,7 @@ from common import contract, manifest
 from gluon_impl import losses as GL
 from pytorch_impl import losses as TL
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 AUTO_LOSSES = ("normface", "cosface", "arcface", "combined", "adaface", "magface",
                "subcenter_arcface", "curricularface")
 AUTO_NAMES = [n for n in TL.list_losses() if n.split("+")[0] in AUTO_LOSSES]
@@ -107,7 +107,7 @@ def test_auto_equals_the_explicit_number(name):
     number = _both(name, {"scale": adacos(C)}, state, x, y)
     for backend, a, n in zip(("torch", "gluon"), auto, number, strict=True):
         _assert_same(a, n, f"{name} {backend}")
-    # and the backends agree at that scale, as at any other (tests/test_loss_parity.py)
+    # and the backends agree at that scale, as at any other (tests/losses/test_loss_parity.py)
     assert auto[0][0] == pytest.approx(auto[1][0], rel=1e-10)
     for key in auto[0][1]:
         np.testing.assert_allclose(auto[0][1][key], auto[1][1][key], rtol=1e-8, atol=1e-12)

@@ -32,6 +32,7 @@ def test_folder_to_rec_and_heldout_bin(tmp_path):
         assert len(idx) == len(files)
         expect = to_size(read_image(files[0]), 24).astype(int)
         assert np.abs(ds[idx[0]][0].astype(int) - expect).mean() < 6  # JPEG-close
+    ds.close()
     bins, issame = load_bin(tmp_path / "out" / "heldout.bin")
     assert len(bins) == 40 and issame.tolist() == ([True] + [False]) * 10
     for k, (n1, _, n2, _, same) in enumerate(split["pair_list"]):
