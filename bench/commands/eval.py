@@ -1,4 +1,4 @@
-"""Evaluate a model on a verification .bin (LFW protocol, common.verification).
+"""Evaluate a model on one or several verification .bin files (LFW protocol, common.verification).
 
 The model is an exported model folder (``--model DIR``: model.npz + model.json) or an
 InsightFace MXNet checkpoint (``--mxnet PREFIX``), run in our torch and/or gluon backbones,
@@ -6,7 +6,24 @@ and for a checkpoint also by MXNet's own ``mx.mod.Module`` (backend ``mxnet``, t
 Flip test is on by default (embedding = e(img) + e(flip(img))). Embeddings are computed in
 batches with a progress bar, and memoised by image content, so an image that several pairs
 share is embedded once. Prints and, with ``--out``, writes metrics.csv (accuracy mean/std,
-VAL@FAR, EER, AUC, XNorm per backend), roc.png and results.md.
+VAL@FAR, EER, AUC, XNorm, threshold per backend), roc.png and results.md.
+
+Several targets in one pass (InsightFace's ``--target lfw,cfp_fp,agedb_30``): ``--targets``
+instead of the positional .bin, either a folder (every ``*.bin`` directly in it, sorted) or a
+comma-separated list of target names, each ``NAME`` read from ``TARGET_DIR/NAME.bin``
+(``--target-dir``, default the current folder), and/or paths ending in ``.bin``; a target is
+labelled by its file stem. Each backend's memo is shared by all targets, so an image that
+several targets hold is embedded once per backend. The outputs have one row per (target,
+backend), a ``target`` column first: metrics.csv (one table across targets), results.md (the
+combined table, plus each backend's count of images embedded against pair images) and
+roc.png (one curve per (target, backend)). Every file is rewritten atomically after each
+(target, backend), so a long run keeps what it has finished and a kill never leaves a torn
+file. A target name without its .bin, or a folder without any, is refused before a framework
+is imported.
+
+``images_embedded`` (each row) counts the network inputs that row's evaluation embedded and
+no earlier step of the run had (with flip test an image is two inputs, plain and flipped);
+``pair_images`` is the number of images the target's pairs hold (2 per pair).
 
 ``--compare-images DIR`` also embeds every image of a folder (no flip) in each backend and
 reports the max abs difference of the L2-normalised embeddings to the first backend run
@@ -16,6 +33,7 @@ reports the max abs difference of the L2-normalised embeddings to the first back
 from __future__ import annotations
 
 import hashlib
+import io
 import sys
 from pathlib import Path
 
@@ -30,7 +48,16 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm"}
 
 
 def add_arguments(parser):
-    parser.add_argument("bin", help="verification .bin (InsightFace layout)")
+    parser.add_argument("bin", nargs="?", default=None,
+                        help="verification .bin (InsightFace layout); or several with --targets")
+    parser.add_argument("--targets", metavar="SPEC",
+                        help="several verification targets in one pass, instead of the .bin: a "
+                             "folder (every *.bin in it) or a comma-separated list of target "
+                             "names (NAME is TARGET_DIR/NAME.bin, e.g. lfw,cfp_fp,agedb_30) "
+                             "and/or paths ending in .bin")
+    parser.add_argument("--target-dir", metavar="TARGET_DIR", default=None,
+                        help="folder holding NAME.bin for each target NAME of --targets "
+                             "(default: the current folder)")
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="exported model folder (model.npz + model.json)")
     src.add_argument("--mxnet", metavar="PREFIX", help="InsightFace MXNet checkpoint prefix")
@@ -147,18 +174,76 @@ def _normalised(e: np.ndarray) -> np.ndarray:
     return e / np.linalg.norm(e, axis=1, keepdims=True)
 
 
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    """Columns of the first row; the csv module's \\r\\n line ends, as these files always had."""
-    from bench.report.tables import csv_text
+def resolve_targets(spec: str, target_dir: str | None = None) -> list[tuple[str, Path]]:
+    """``--targets SPEC`` -> [(label, path)] in the given order (a folder's files sorted).
 
-    with open(path, "w", newline="") as f:
-        f.write(csv_text(rows, list(rows[0]), lineterminator="\r\n"))
+    SPEC: a folder (every ``*.bin`` directly in it), or a comma-separated list of target names
+    (``NAME`` -> ``TARGET_DIR/NAME.bin``, TARGET_DIR the current folder by default) and/or paths
+    ending in ``.bin``. A label is the file's stem; a file named twice is evaluated once, two
+    files with one stem are an error (their rows could not be told apart). Framework-free.
+    """
+    items = [s.strip() for s in str(spec).split(",")]
+    if not any(items):
+        raise ValueError("--targets: no target given")
+    if any(not s for s in items):
+        raise ValueError(f"--targets {spec}: an empty name between commas")
+    if target_dir is not None and not Path(target_dir).is_dir():
+        raise FileNotFoundError(f"--target-dir {target_dir}: no such folder")
+    if len(items) == 1 and not items[0].endswith(".bin") and Path(items[0]).is_dir():
+        folder = Path(items[0])
+        paths = sorted(p for p in folder.glob("*.bin") if p.is_file())
+        if not paths:
+            raise FileNotFoundError(f"--targets: no *.bin in {folder}")
+    else:
+        base = Path(target_dir if target_dir is not None else ".")
+        paths = []
+        for item in items:
+            if item.endswith(".bin"):
+                path = Path(item)
+                if not path.is_file():
+                    raise FileNotFoundError(f"--targets: verification file {item} does not exist")
+            elif "/" in item or "\\" in item:
+                raise ValueError(f"--targets: {item!r} is neither a target name (no '/') nor a "
+                                 "path ending in .bin")
+            else:
+                path = base / f"{item}.bin"
+                if not path.is_file():
+                    raise FileNotFoundError(
+                        f"--targets: target {item!r}: no {item}.bin in {base.resolve()} "
+                        "(--target-dir)")
+            paths.append(path)
+    out: list[tuple[str, Path]] = []
+    seen: dict[Path, Path] = {}
+    for path in paths:
+        real = path.resolve()
+        if real in seen:
+            continue
+        for label, other in out:
+            if label == path.stem:
+                raise ValueError(f"--targets: two targets named {label!r}: {other} and {path}")
+        seen[real] = path
+        out.append((path.stem, path))
+    return out
+
+
+def targets_of(args) -> list[tuple[str, Path]]:
+    """[(label, path)]: the resolved ``--targets``, or the one positional .bin."""
+    if args.targets is not None:
+        return resolve_targets(args.targets, args.target_dir)
+    return [(Path(args.bin).stem, Path(args.bin))]
 
 
 def check(args) -> None:
     """The files exist and the numbers make sense, before a framework is imported."""
-    if not Path(args.bin).is_file():
+    if (args.bin is None) == (args.targets is None):
+        raise ValueError("give exactly one of a verification .bin (positional) and "
+                         f"--targets SPEC, got {'both' if args.bin else 'neither'}")
+    if args.target_dir is not None and args.targets is None:
+        raise ValueError("--target-dir needs --targets (it is where target names are looked up)")
+    if args.bin is not None and not Path(args.bin).is_file():
         raise FileNotFoundError(f"verification file {args.bin} does not exist")
+    if args.targets is not None:
+        resolve_targets(args.targets, args.target_dir)
     if args.model and not (Path(args.model) / "model.json").is_file():
         raise FileNotFoundError(f"--model {args.model}: no model.json there (an exported model "
                                 "folder holds model.npz + model.json)")
@@ -174,68 +259,164 @@ def run(args) -> int:
     from common.binfile import decode_bin, load_bin
     from common.verification import embed_images, evaluate
 
+    targets = targets_of(args)
+    multi = args.targets is not None
     embedders, meta = load_embedders(args)
     size = meta["image_size"]
-    bins, issame = load_bin(args.bin)
-    images = decode_bin(bins, image_size=size)
-    print(f"{args.bin}: {len(issame)} pairs, {len(images)} images at {size}x{size}; "
-          f"model {meta['backbone']} ({meta['embedding_size']}-d); flip test {args.flip}")
+    print(f"model {meta['backbone']} ({meta['embedding_size']}-d, {size}x{size}); "
+          f"{len(targets)} target(s); flip test {args.flip}")
     out = Path(args.out) if args.out else None
     if out:
         out.mkdir(parents=True, exist_ok=True)
+    report = _Report(out, args, meta, multi)
     folder = folder_images(args.compare_images, size) if args.compare_images else None
-    results, rows, diffs, plain = {}, [], [], {}
-    for backend, embedder in embedders.items():
-        if folder is not None:
+    if folder is not None:
+        plain = {}
+        for backend, embedder in embedders.items():
             plain[backend] = embed_images(embedder, folder[1], args.batch_size, flip=False,
                                           progress=args.progress)[0]
             first = next(iter(plain))
             d = np.abs(_normalised(plain[backend]) - _normalised(plain[first]))
-            diffs.append({"backend": backend, "reference": first, "images": len(folder[0]),
-                          "max_abs_diff_normalised": float(d.max()),
-                          "max_abs_diff_raw": float(np.abs(plain[backend] - plain[first]).max()),
-                          "worst_image": folder[0][int(d.max(axis=1).argmax())]})
+            report.diffs.append({
+                "backend": backend, "reference": first, "images": len(folder[0]),
+                "max_abs_diff_normalised": float(d.max()),
+                "max_abs_diff_raw": float(np.abs(plain[backend] - plain[first]).max()),
+                "worst_image": folder[0][int(d.max(axis=1).argmax())]})
             print(f"[{backend}] embeddings of {len(folder[0])} images: max |normalised diff| "
-                  f"to {first} = {diffs[-1]['max_abs_diff_normalised']:.3g}")
-        result = evaluate(embedder, images, issame, batch_size=args.batch_size, flip=args.flip,
-                          progress=args.progress)
-        results[backend] = result
-        row = {"backend": backend, **result.to_dict(), "images_embedded": embedder.computed}
-        rows.append(row)
-        print(f"[{backend}] accuracy {result.accuracy_mean:.5f} +- {result.accuracy_std:.5f}, "
-              f"VAL {result.val_mean:.5f} +- {result.val_std:.5f} @ FAR {result.far_mean:.5f}, "
-              f"EER {result.eer:.5f}, XNorm {result.xnorm:.4f}")
-        if out:  # written after each backend: a long run keeps what it has finished
-            _write_outputs(out, args, meta, rows, diffs, results)
+                  f"to {first} = {report.diffs[-1]['max_abs_diff_normalised']:.3g}")
+            report.write()
+    distinct: set[bytes] = set()
+    for label, path in targets:
+        bins, issame = load_bin(path)
+        images = decode_bin(bins, image_size=size)
+        keys = {hashlib.blake2b(img.tobytes(), digest_size=16).digest() for img in images}
+        distinct |= keys
+        report.distinct = len(distinct)
+        report.targets.append({"target": label, "path": str(path), "pairs": len(issame),
+                               "pair_images": len(images), "distinct_images": len(keys)})
+        print(f"{path}: {len(issame)} pairs, {len(images)} images ({len(keys)} distinct) at "
+              f"{size}x{size}")
+        for backend, embedder in embedders.items():
+            before = embedder.computed
+            result = evaluate(embedder, images, issame, batch_size=args.batch_size,
+                              flip=args.flip, progress=args.progress)
+            report.results[(label, backend)] = result
+            row = {"target": label} if multi else {}
+            row.update(backend=backend, **result.to_dict(),
+                       images_embedded=embedder.computed - before, pair_images=len(images))
+            report.rows.append(row)
+            name = f"{label}/{backend}" if multi else backend
+            print(f"[{name}] accuracy {result.accuracy_mean:.5f} +- {result.accuracy_std:.5f}, "
+                  f"VAL {result.val_mean:.5f} +- {result.val_std:.5f} @ FAR "
+                  f"{result.far_mean:.5f}, AUC {result.auc:.5f}, EER {result.eer:.5f}, "
+                  f"threshold {result.threshold:.3f}, XNorm {result.xnorm:.4f}")
+            report.write()  # after each (target, backend): a long run keeps what it finished
+    for s in report.summary():
+        print(f"[{s['backend']}] embedded {s['images_embedded']} network inputs for "
+              f"{s['pair_images']} pair images of {s['targets']} target(s) "
+              f"({s['distinct_images']} distinct images"
+              f"{', each plain and flipped' if args.flip else ''})")
+    report.write()
     if out:
         print(f"wrote {out}/metrics.csv, roc.png, results.md")
     return 0
 
 
-def _write_outputs(out: Path, args, meta: dict, rows, diffs, results) -> None:
-    from bench.report.verification_plots import plot_roc
+def _csv_bytes(rows: list[dict]) -> bytes:
+    """Columns of the first row; the csv module's \\r\\n line ends, as these files always had."""
+    from bench.report.tables import csv_text
 
-    _write_csv(out / "metrics.csv", rows)
-    if diffs:
-        _write_csv(out / "embedding_diff.csv", diffs)
-    plot_roc(results, out / "roc.png", title=f"{Path(args.bin).name}: {meta['backbone']}")
-    _write_markdown(out / "results.md", args, meta, rows, diffs)
+    return csv_text(rows, list(rows[0]), lineterminator="\r\n").encode("utf-8")
 
 
-def _write_markdown(path: Path, args, meta: dict, rows: list[dict], diffs: list[dict]) -> None:
-    from bench.report.tables import markdown_lines
+class _Report:
+    """What the run has so far, and its files under ``--out`` (each written atomically)."""
 
-    lines = [f"# {Path(args.bin).name}: {meta['backbone']} ({meta['embedding_size']}-d)", "",
-             "Command: `python -m bench " + " ".join(sys.argv[1:]) + "`", ""]
-    lines += markdown_lines(
-        ["backend", "accuracy", "VAL@FAR=1e-3", "FAR", "EER", "AUC", "XNorm", "flip"],
-        ([r["backend"], f"{r['accuracy_mean']:.5f} +- {r['accuracy_std']:.5f}",
-          f"{r['val_mean']:.5f} +- {r['val_std']:.5f}", f"{r['far_mean']:.5f}",
-          f"{r['eer']:.5f}", f"{r['auc']:.5f}", f"{r['xnorm']:.4f}", r["flip"]] for r in rows))
-    if diffs:
-        lines.append("")
+    def __init__(self, out: Path | None, args, meta: dict, multi: bool):
+        self.out, self.args, self.meta, self.multi = out, args, meta, multi
+        self.rows: list[dict] = []
+        self.diffs: list[dict] = []
+        self.targets: list[dict] = []
+        self.results: dict = {}  # (target, backend) -> VerificationResult
+        self.distinct = 0  # distinct images over the targets read so far
+
+    def summary(self) -> list[dict]:
+        """Per backend: targets done, their pair images, network inputs embedded."""
+        out: dict[str, dict] = {}
+        for r in self.rows:
+            s = out.setdefault(r["backend"], {"backend": r["backend"], "targets": 0,
+                                              "pair_images": 0, "images_embedded": 0,
+                                              "distinct_images": self.distinct})
+            s["targets"] += 1
+            s["pair_images"] += r["pair_images"]
+            s["images_embedded"] += r["images_embedded"]
+        return list(out.values())
+
+    def write(self) -> None:
+        if self.out is None:
+            return
+        from common.fileio import atomic_write_bytes
+
+        if self.rows:
+            atomic_write_bytes(self.out / "metrics.csv", _csv_bytes(self.rows))
+        if self.diffs:
+            atomic_write_bytes(self.out / "embedding_diff.csv", _csv_bytes(self.diffs))
+        if self.results:
+            atomic_write_bytes(self.out / "roc.png", self._roc_png())
+        atomic_write_bytes(self.out / "results.md", self._markdown().encode("utf-8"))
+
+    def _title(self) -> str:
+        model = f"{self.meta['backbone']} ({self.meta['embedding_size']}-d)"
+        if self.multi:
+            return f"{len(self.targets)} verification targets: {model}"
+        return f"{Path(self.args.bin).name}: {model}"
+
+    def _roc_png(self) -> bytes:
+        from bench.report.verification_plots import plot_roc, plot_roc_by_target
+
+        if self.multi:
+            fig = plot_roc_by_target(self.results, title=self._title())
+        else:
+            fig = plot_roc({b: r for (_, b), r in self.results.items()},
+                           title=f"{Path(self.args.bin).name}: {self.meta['backbone']}")
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=120)
+        return buf.getvalue()
+
+    def _markdown(self) -> str:
+        from bench.report.tables import markdown_lines
+
+        lines = [f"# {self._title()}", "",
+                 "Command: `python -m bench " + " ".join(sys.argv[1:]) + "`", ""]
+        if self.multi and self.targets:
+            lines += markdown_lines(
+                ["target", "file", "pairs", "pair images", "distinct images"],
+                ([t["target"], t["path"], t["pairs"], t["pair_images"], t["distinct_images"]]
+                 for t in self.targets), align="llrrr")
+            lines.append("")
+        head = ["target"] if self.multi else []
         lines += markdown_lines(
-            ["backend", "reference", "images", "max abs diff (normalised)", "raw"],
-            ([d["backend"], d["reference"], d["images"], f"{d['max_abs_diff_normalised']:.3g}",
-              f"{d['max_abs_diff_raw']:.3g}"] for d in diffs))
-    path.write_text("\n".join(lines) + "\n")
+            head + ["backend", "accuracy", "VAL@FAR=1e-3", "FAR", "EER", "AUC", "threshold",
+                    "XNorm", "flip", "embedded / pair images"],
+            (([r["target"]] if self.multi else []) + [
+                r["backend"], f"{r['accuracy_mean']:.5f} +- {r['accuracy_std']:.5f}",
+                f"{r['val_mean']:.5f} +- {r['val_std']:.5f}", f"{r['far_mean']:.5f}",
+                f"{r['eer']:.5f}", f"{r['auc']:.5f}", f"{r['threshold']:.3f}",
+                f"{r['xnorm']:.4f}", r["flip"], f"{r['images_embedded']} / {r['pair_images']}"]
+             for r in self.rows))
+        if self.multi and self.rows:
+            lines += ["", "Images embedded per backend over all targets (network inputs: with "
+                      "flip test each new image is embedded plain and flipped; an image that "
+                      "several targets share is embedded once):", ""]
+            lines += markdown_lines(
+                ["backend", "targets", "pair images", "distinct images", "images embedded"],
+                ([s["backend"], s["targets"], s["pair_images"], s["distinct_images"],
+                  s["images_embedded"]] for s in self.summary()), align="lrrrr")
+        if self.diffs:
+            lines.append("")
+            lines += markdown_lines(
+                ["backend", "reference", "images", "max abs diff (normalised)", "raw"],
+                ([d["backend"], d["reference"], d["images"],
+                  f"{d['max_abs_diff_normalised']:.3g}", f"{d['max_abs_diff_raw']:.3g}"]
+                 for d in self.diffs))
+        return "\n".join(lines) + "\n"

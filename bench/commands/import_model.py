@@ -3,7 +3,8 @@
 MXNet checkpoint -> our gluon backbone (parameters by name, every layer's attributes checked)
 -> canonical parameters (gluon_impl.transfer.export_params) -> our torch backbone
 (pytorch_impl.transfer.import_params): the same torch<->gluon path the harness uses. Writes
-the exported model ``OUT/model.npz`` + ``OUT/model.json`` (docs/ARCHITECTURE.md), then checks
+the exported model ``OUT/model.npz`` + ``OUT/model.json`` (docs/ARCHITECTURE.md; the format is
+``bench.run.export``'s, written crash-safe with ``model.json`` last), then checks
 that MXNet's own Module, our gluon model and our torch model give the same embeddings on
 random inputs. Errors (ValueError/FileNotFoundError) name the missing file, the unsupported
 architecture, or list missing/unused arrays and shape or attribute mismatches.
@@ -11,10 +12,13 @@ architecture, or list missing/unused arrays and shape or attribute mismatches.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
+
+# the exported-model format lives with the harness, which writes one per finished cell; these
+# names stay importable from here (bench eval, older callers)
+from bench.run.export import build_from_exported, read_exported, write_exported
+
+__all__ = ["build_from_exported", "read_exported", "write_exported"]
 
 NAME = "import-model"
 HELP = "InsightFace MXNet checkpoint -> exported model dir (model.npz + model.json)"
@@ -28,48 +32,6 @@ def add_arguments(parser):
                         help="expected backbone name (error if the graph is another one)")
     parser.add_argument("--check-batch", type=int, default=4,
                         help="random images for the MXNet/gluon/torch check (0: skip)")
-
-
-def write_exported(out, params: dict, meta: dict) -> None:
-    """``out/model.npz`` (canonical params) + ``out/model.json`` (meta: backbone, sizes, kwargs)."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    np.savez(out / "model.npz", **params)
-    (out / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
-
-
-def read_exported(path) -> tuple[dict, dict]:
-    """(params, meta) of an exported model folder; errors name the missing file or key."""
-    path = Path(path)
-    for name in ("model.json", "model.npz"):
-        if not (path / name).is_file():
-            raise FileNotFoundError(f"exported model file not found: {path / name}")
-    meta = json.loads((path / "model.json").read_text())
-    for key in ("backbone", "embedding_size", "image_size"):
-        if key not in meta:
-            raise ValueError(f"{path / 'model.json'}: missing key {key!r}")
-    with np.load(path / "model.npz") as npz:
-        params = {k: npz[k] for k in npz.files}
-    return params, meta
-
-
-def build_from_exported(params: dict, meta: dict, backend: str):
-    """Our ``backend`` ('torch' or 'gluon') backbone with the exported parameters, eval-ready."""
-    kwargs = dict(meta.get("backbone_kwargs", {}))
-    if backend == "torch":
-        from pytorch_impl.backbones import build_backbone
-        from pytorch_impl.transfer import import_params
-    elif backend == "gluon":
-        from gluon_impl.backbones import build_backbone
-        from gluon_impl.transfer import import_params
-    else:
-        raise ValueError(f"backend must be 'torch' or 'gluon', got {backend!r}")
-    model = build_backbone(meta["backbone"], embedding_size=int(meta["embedding_size"]),
-                           image_size=int(meta["image_size"]), **kwargs)
-    import_params(model, params)
-    if backend == "torch":
-        model.eval()
-    return model
 
 
 def run(args) -> int:

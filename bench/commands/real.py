@@ -62,6 +62,8 @@ def add_arguments(p) -> None:
                    help="results root; tables go to RESULTS/<dataset>/, cells to "
                         "RESULTS/<dataset>/seed<k>/")
     p.add_argument("--runs", default="runs", help="folder for resume checkpoints")
+    p.add_argument("--models", type=Path, default=Path("models"),
+                   help="exported models go to MODELS/<dataset>/seed<k>/<dataset>/<cell>/")
     add_config_arguments(
         p, ("losses", "loss_args", "backbone", "image_size", "embedding_size", "epochs",
             "batch_size", "lr", "flip_test", "progress"),
@@ -123,6 +125,7 @@ def harness_config(args, data: Path, seed: int, command: str, results: Path | No
     kwargs = {"input_norm": False} if args.backbone == "mobilefacenet" else {}
     return HarnessConfig(
         data=str(data), results=str(results), runs=args.runs,
+        models=str(Path(args.models) / data.name / f"seed{seed}"),
         losses=losses, backbone=args.backbone, backbone_kwargs=kwargs,
         embedding_size=args.embedding_size, image_size=args.image_size,
         epochs=args.epochs or profile["epochs"],

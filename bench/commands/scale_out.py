@@ -62,7 +62,9 @@ def check(args) -> None:
 def _config(args):
     from bench.run.config import HarnessConfig
 
+    # the comparison exports no model; the preflight's models folder goes beside the checkpoints
     return HarnessConfig(data=args.data, results=args.out, runs=args.runs,
+                         models=str(Path(args.runs) / "models"),
                          losses=tuple(args.losses), backends=("pytorch",),
                          epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                          image_size=args.image_size, progress=False, plots=False,

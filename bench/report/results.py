@@ -6,7 +6,8 @@ Layout under ``results/<dataset>/``:
   training history (per-step loss/accuracy/LR, per-epoch evaluation), final evaluation per
   verification target (with the ROC curve) and timings. The tables are rebuilt from these files,
   so a rerun with the same config skips finished cells and an interrupted run loses nothing.
-- ``results.csv``: one row per (target, loss, backend); ``#`` lines on top carry the metadata
+- ``results.csv``: one row per (target, loss, backend), the last column the cell's exported
+  model folder (``model_dir``, empty for failed cells); ``#`` lines on top carry the metadata
   (config, seed, git commit, package versions, CPU). Read with ``pandas.read_csv(p, comment="#")``.
 - ``results.md``: the same as Markdown tables, one per verification target.
 
@@ -41,6 +42,7 @@ COLUMNS = [
     "target", "loss", "backend", "status", "acc_mean", "acc_std", "val", "val_std", "far",
     "eer", "auc", "final_train_loss", "final_train_acc", "acc_diff_vs_other", "img_per_s",
     "head_ms_per_step", "wall_s", "epochs", "steps", "seed", "config_hash", "message",
+    "model_dir",
 ]
 PACKAGES = ("numpy", "torch", "mxnet", "scipy", "opencv-python-headless", "pandas", "matplotlib")
 
@@ -163,7 +165,7 @@ def rows_from_cells(cells: list[dict]) -> list[dict]:
             "wall_s": timing.get("wall_seconds", math.nan),
             "epochs": len(history.get("epochs", [])), "steps": len(steps),
             "seed": cell["config"]["seed"], "config_hash": cell["config_hash"],
-            "message": cell.get("message", ""),
+            "message": cell.get("message", ""), "model_dir": cell.get("model_dir", ""),
         }
         finals = cell.get("final_eval") or {}
         targets = sorted(finals) or sorted(cell.get("targets", [])) or ["-"]

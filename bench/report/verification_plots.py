@@ -3,6 +3,8 @@
 * ``plot_roc``: the mean ROC (fold-averaged TPR against FPR on the 0.01 threshold grid) of
   several runs on one figure, FPR on a log axis by default since face verification is read at
   low FAR; the legend carries each run's accuracy, AUC and EER.
+* ``plot_roc_by_target``: the same for runs keyed by (target, backend), e.g. ``bench eval
+  --targets``: one colour per target, one line style per backend.
 * ``plot_distance_distribution``: histograms of the squared L2 distances of same and different
   pairs, with the operating threshold (mean of the folds' best thresholds) and the range of
   the per-fold thresholds.
@@ -54,6 +56,40 @@ def plot_roc(runs: Mapping[str, VerificationResult] | Iterable[tuple[str, Verifi
     ax.grid(True, which="both", alpha=0.3)
     ax.set_title(title)
     ax.legend(loc="lower right", fontsize="small")
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+LINE_STYLES = ("-", "--", ":", "-.")
+
+
+def plot_roc_by_target(runs: Mapping[tuple[str, str], VerificationResult],
+                       path: str | Path | None = None, log_fpr: bool = True,
+                       title: str = "ROC (mean over folds)") -> Figure:
+    """``plot_roc`` of runs keyed by (target, backend): a colour per target, a style per backend.
+
+    One curve per key, labelled ``target/backend``, in the mapping's order.
+    """
+    items = _runs({f"{t}/{b}": r for (t, b), r in runs.items()})
+    keys = list(runs)
+    targets = list(dict.fromkeys(t for t, _ in keys))
+    backends = list(dict.fromkeys(b for _, b in keys))
+    fig = Figure(figsize=(7, 5.5), layout="constrained")
+    ax = fig.add_subplot()
+    for (target, backend), (label, r) in zip(keys, items):
+        keep = r.fpr > 0 if log_fpr else np.ones_like(r.fpr, dtype=bool)
+        ax.plot(r.fpr[keep], r.tpr[keep], color=f"C{targets.index(target) % 10}",
+                linestyle=LINE_STYLES[backends.index(backend) % len(LINE_STYLES)],
+                label=f"{label}: acc {r.accuracy_mean:.4f}, AUC {r.auc:.4f}, EER {r.eer:.4f}")
+    if log_fpr:
+        ax.set_xscale("log")
+    ax.set_xlabel("false positive rate (FAR)")
+    ax.set_ylabel("true positive rate (TAR)")
+    ax.set_ylim(0, 1.01)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize="x-small")
     if path is not None:
         fig.savefig(path, dpi=120)
     return fig

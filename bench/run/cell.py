@@ -6,6 +6,8 @@ same weights. Both train with ``common.trainloop.fit`` on the same ``EpochSample
 flips and the same learning-rate schedule; each epoch ends with the verification protocol on
 every ``.bin``, and the final evaluation keeps the ROC curve. The multi-process path
 (``bench.run.distributed``) changes only the trainer and the sampler it hands to ``train``.
+A finished cell's record carries its model (``_model``: backbone parameters and loss head
+state, ``bench.run.export.cell_model``), which the harness exports and drops.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import time
 from pathlib import Path
 
 from bench.report import results as res
-from bench.run import loss_settings
+from bench.run import export, loss_settings
 from bench.run.config import HarnessConfig, hashed
 from common import backends
 from common.images import make_batch
@@ -157,4 +159,9 @@ def run_cell(cfg: HarnessConfig, dataset: str, loss_name: str, backend: str,
     trainer = build_trainer(backend, cfg, loss_name, data[2], params, lstate)
     sampler = epoch_sampler(cfg, trainer.loss, data[1])
     ckpt = checkpoint_path(cfg, dataset, loss_name, backend, cell_hash)
-    return train(cfg, record, trainer, sampler, data, targets, ckpt, f"{loss_name}/{backend}")
+    record = train(cfg, record, trainer, sampler, data, targets, ckpt, f"{loss_name}/{backend}")
+    if record["status"] == "ok":  # the harness exports it (bench.run.export.write_cell_model)
+        impl = backends.load(backend)
+        record["_model"] = export.cell_model(backend, trainer.backbone,
+                                             impl.losses.loss_state(trainer.loss), data[2])
+    return record

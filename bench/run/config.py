@@ -11,7 +11,7 @@ from common.schedule import MODES
 # not part of a cell's identity: where files go, what is shown, which cells are asked for
 UNHASHED = ("results", "runs", "losses", "backends", "force", "progress", "plots", "command",
             "loss_args",  # in each cell's loss label instead, so default cells keep their hashes
-            "data")
+            "data", "models")
 
 
 def setting(default, help: str, **kw):
@@ -28,6 +28,8 @@ class HarnessConfig:
     data: str = setting("", "data folder with train.rec/train.idx/property and *.bin")
     results: str = setting("results", "results root; tables go to RESULTS/<data folder name>/")
     runs: str = setting("runs", "folder for resume checkpoints")
+    models: str = setting("models", "models root; each finished cell's model goes to "
+                          "MODELS/<data folder name>/<cell>/ (model.npz, head.npz, model.json)")
     losses: tuple[str, ...] = setting(
         (), "comma-separated loss names, or 'all' (every loss registered in both backends, "
         "the joint '<margin>+center/ring' objectives included)")

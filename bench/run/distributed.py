@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 from bench.run import cell as cells
+from bench.run import export
 
 
 def _free_port() -> int:
@@ -28,8 +29,12 @@ def _free_port() -> int:
 
 
 def train_rank(ctx, cfg, dataset: str, loss_name: str, data: tuple, targets: dict,
-               family_hash: str, cell_hash: str, sample_rate: float = 1.0) -> dict | None:
-    """One rank's part of a cell (process group already up); the cell record on rank 0."""
+               family_hash: str, cell_hash: str, sample_rate: float = 1.0,
+               model: bool = False) -> dict | None:
+    """One rank's part of a cell (process group already up); the cell record on rank 0.
+
+    ``model``: a finished record also carries the model for the harness to export
+    (``_model``, as ``bench.run.cell.run_cell``'s: the class-weight shards gathered)."""
     import torch
     import torch.distributed as dist
 
@@ -56,10 +61,29 @@ def train_rank(ctx, cfg, dataset: str, loss_name: str, data: tuple, targets: dic
     # fit counts this rank's images; the record reports the global batch's
     total = torch.tensor([record["history"]["timing"]["images"]], dtype=torch.float64)
     dist.all_reduce(total)
+    head = full_loss_state(trainer) if model else None  # collective: every rank takes part
     if not lead:
         return None
     record["history"]["timing"]["images"] = int(total.item())
+    if model:
+        record["_model"] = export.cell_model("pytorch", trainer.net, head, data[2])
     return record
+
+
+def full_loss_state(trainer) -> dict:
+    """The single-process ``loss_state`` of a ``DistributedTrainer``'s loss: the sharded
+    head's state with its class weights gathered from every rank (collective), plus the
+    replicated part's (a joint objective's centres, a metric loss)."""
+    from pytorch_impl.losses import loss_state
+
+    state = {}
+    sharded, replicated = trainer.loss.sharded, trainer.loss.replicated
+    if sharded is not None:
+        state.update(loss_state(sharded.head))
+        state["weight"] = sharded.full_weight().cpu().numpy().copy()
+    if replicated is not None:
+        state.update(loss_state(replicated))
+    return state
 
 
 def _spawned(rank, nproc, port, threads, args, out):
@@ -70,7 +94,7 @@ def _spawned(rank, nproc, port, threads, args, out):
 
     ctx = init_process_group(rank, nproc, init_method=f"tcp://127.0.0.1:{port}")
     try:
-        record = train_rank(ctx, *args)
+        record = train_rank(ctx, *args, model=True)
         if record is not None:  # pickle: the record carries VerificationResult objects
             Path(out).write_bytes(pickle.dumps(record))
     finally:

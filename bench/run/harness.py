@@ -10,9 +10,12 @@ For one data folder (``train.rec``/``train.idx``/``property`` plus verification 
 3. Per cell (loss, backend): ``bench.run.cell`` (or, with ``nproc > 1``, its multi-process
    twin ``bench.run.distributed``) trains both backends from the same weights on the same
    batches and evaluates every ``.bin``.
-4. The cell is written to ``results/<dataset>/cells/`` (atomically) and the tables are rebuilt;
+4. A finished cell's model is exported to ``<models>/<dataset>/<cell stem>/`` (model.npz,
+   head.npz, model.json last; ``bench.run.export``), then the cell is written to
+   ``results/<dataset>/cells/`` (atomically, with ``model_dir``) and the tables are rebuilt;
    a cell that hit NaN/Inf is recorded with status ``nonfinite`` and the others go on.
-   A cell already finished with the same config is skipped unless ``force``.
+   A cell already finished with the same config is skipped (its model folder kept) unless
+   ``force``, which retrains it and rewrites its model folder.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pathlib import Path
 
 from bench.report import results as res
 from bench.run import cell as cells
-from bench.run import distributed, loss_settings
+from bench.run import distributed, export, loss_settings
 from bench.run.config import HarnessConfig, hashed
 from bench.run.data import data_fingerprint, train_images, verification_sets
 from common import backends
@@ -69,7 +72,8 @@ def preflight(cfg: HarnessConfig) -> tuple[Path, list[Path], list[str]]:
         if cfg.backbone not in names:
             raise ValueError(f"unknown backbone {cfg.backbone!r} for {b}; known: "
                              f"{', '.join(names)}")
-    for folder in (Path(cfg.results) / data.name, Path(cfg.runs) / data.name):
+    for folder in (Path(cfg.results) / data.name, Path(cfg.runs) / data.name,
+                   Path(cfg.models) / data.name):
         _check_writable(folder)
     return data, bins, losses
 
@@ -117,8 +121,10 @@ def run(cfg: HarnessConfig, log=print) -> list[dict]:
             cell_hash = res.config_hash({**family, "loss": loss_name, "backend": backend})
             path = res.cell_path(out_dir, loss_name, backend)
             if not cfg.force and res.is_done(out_dir, loss_name, backend, cell_hash):
-                log(f"[skip] {loss_name}/{backend}: finished with this config ({path})")
-                records.append(res.read_cell(path))
+                done = res.read_cell(path)
+                model = f"; model {done['model_dir']}" if done.get("model_dir") else ""
+                log(f"[skip] {loss_name}/{backend}: finished with this config ({path}{model})")
+                records.append(done)
                 continue
             if train_data is None:
                 train_data = train_images(data, cfg.image_size)
@@ -131,6 +137,14 @@ def run(cfg: HarnessConfig, log=print) -> list[dict]:
             try:
                 record = runner(cfg, dataset, loss_name, backend, train_data, targets,
                                 fam_hash, cell_hash)
+                model = record.pop("_model", None)
+                if record["status"] == "ok":  # finished only once its model is written
+                    if model is None:
+                        raise RuntimeError(f"the {loss_name}/{backend} cell returned no model "
+                                           "to export")
+                    record.setdefault("git_commit", res.git_commit())
+                    record["model_dir"] = str(export.write_cell_model(cfg, record, model,
+                                                                      family["data"]))
             except Exception as exc:  # noqa: BLE001  (one broken cell must not stop the others)
                 record = cells.new_record(cfg, dataset, loss_name, backend, fam_hash, cell_hash,
                                           targets)
@@ -166,6 +180,7 @@ def cell_line(record: dict) -> str:
              for t, m in sorted(record["final_eval"].items())]
     timing = record["history"]["timing"]
     ips = timing["images"] / timing["seconds"] if timing["seconds"] else float("nan")
+    model = f", model {record['model_dir']}" if record.get("model_dir") else ""
     return (f"[ok] {record['loss']}/{record['backend']}: " + ", ".join(parts)
             + f", train loss {record['history']['epochs'][-1]['train_loss']:.4f}, {ips:.0f} "
-            f"img/s, {timing['wall_seconds']:.1f} s")
+            f"img/s, {timing['wall_seconds']:.1f} s{model}")

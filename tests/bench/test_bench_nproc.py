@@ -32,7 +32,8 @@ def _common(root):
 def test_run_with_two_processes_writes_ok_cells(tiny):
     code = main(["run", *_common(tiny), "--backends", "pytorch", "--losses", "softmax,arcface",
                  "--nproc", "2", "--width", "4", "--embedding-size", "16", "--no-progress",
-                 "--no-plots", "--results", str(tiny / "results"), "--runs", str(tiny / "runs")])
+                 "--no-plots", "--results", str(tiny / "results"), "--runs", str(tiny / "runs"),
+                 "--models", str(tiny / "models")])
     assert code == 0
     table = pd.read_csv(tiny / "results" / "tiny" / "results.csv", comment="#")
     assert sorted(table["loss"]) == ["arcface", "softmax"]

@@ -34,7 +34,8 @@ def base_losses() -> list[str]:
 def command(root, *extra):
     return ["run", "--losses", ",".join(base_losses()), "--data", str(root / "tiny"),
             "--results", str(root / "results"),
-            "--runs", str(root / "runs"), "--image-size", "32", "--width", "4",
+            "--runs", str(root / "runs"),
+            "--models", str(root / "models"), "--image-size", "32", "--width", "4",
             "--embedding-size", "32", "--epochs", "2", "--batch-size", "12", "--pk", "3",
             "--lr", "0.05", "--no-progress", *extra]
 

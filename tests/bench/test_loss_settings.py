@@ -63,7 +63,8 @@ def test_two_margins_of_one_loss_are_two_rows(tmp_path):
     generate(tmp_path / "tiny", num_identities=6, images_per_identity=4, heldout_identities=4,
              num_pairs=20, image_size=32, difficulty=0.5, seed=3, progress=False)
     base = ["run", "--data", str(tmp_path / "tiny"), "--results", str(tmp_path / "results"),
-            "--runs", str(tmp_path / "runs"), "--losses", "arcface", "--image-size", "32",
+            "--runs", str(tmp_path / "runs"),
+            "--models", str(tmp_path / "models"), "--losses", "arcface", "--image-size", "32",
             "--width", "4", "--embedding-size", "16", "--epochs", "1", "--batch-size", "8",
             "--no-progress", "--no-plots"]
     assert main(base) == 0

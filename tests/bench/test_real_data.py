@@ -158,7 +158,7 @@ def test_real_command_runs_seeds_writes_the_gap_and_resumes(tmp_path, capsys):
     argv = ["real", "--data", str(data), "--seeds", "0", "1", "--losses", "softmax",
             "--backbone", "smallcnn", "--image-size", "16", "--embedding-size", "8",
             "--epochs", "1", "--batch-size", "8", "--results", str(tmp_path / "res"),
-            "--runs", str(tmp_path / "runs"), "--no-progress"]
+            "--runs", str(tmp_path / "runs"), "--models", str(tmp_path / "models"), "--no-progress"]
     assert main(argv) == 0
     out = tmp_path / "res" / "toyfaces"
     rows = pd.read_csv(out / "results.csv", comment="#")
