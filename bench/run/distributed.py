@@ -97,6 +97,10 @@ def _spawned(rank, nproc, port, threads, args, out):
         record = train_rank(ctx, *args, model=True)
         if record is not None:  # pickle: the record carries VerificationResult objects
             Path(out).write_bytes(pickle.dumps(record))
+        # tear down together: a rank that destroyed its gloo group while rank 0 was still
+        # writing the record aborted ("terminate called without an active exception", seen
+        # once in four fresh-clone runs of tests/bench/test_bench_nproc.py)
+        torch.distributed.barrier()
     finally:
         destroy_process_group()
 
