@@ -26,7 +26,9 @@ HELP = "PyTorch on N processes: compare 1 vs N on the same cells, or run as the 
 
 
 def _csv(text: str) -> list[str]:
-    names = [x for x in text.split(",") if x]
+    from bench.run.options import csv_names
+
+    names = list(csv_names(text))
     return [] if names == ["all"] else names
 
 

@@ -41,24 +41,7 @@ def plot_roc(runs: Mapping[str, VerificationResult] | Iterable[tuple[str, Verifi
              title: str = "ROC (mean over folds)") -> Figure:
     """ROC curves of several runs on one axes; saved to ``path`` when given."""
     items = _runs(runs)
-    fig = Figure(figsize=(6, 5), layout="constrained")
-    ax = fig.add_subplot()
-    for label, r in items:
-        # on a log axis FPR = 0 cannot be drawn; those points carry no information there
-        keep = r.fpr > 0 if log_fpr else np.ones_like(r.fpr, dtype=bool)
-        ax.plot(r.fpr[keep], r.tpr[keep],
-                label=f"{label}: acc {r.accuracy_mean:.4f}, AUC {r.auc:.4f}, EER {r.eer:.4f}")
-    if log_fpr:
-        ax.set_xscale("log")
-    ax.set_xlabel("false positive rate (FAR)")
-    ax.set_ylabel("true positive rate (TAR)")
-    ax.set_ylim(0, 1.01)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.set_title(title)
-    ax.legend(loc="lower right", fontsize="small")
-    if path is not None:
-        fig.savefig(path, dpi=120)
-    return fig
+    return _roc_figure(items, [{}] * len(items), path, log_fpr, title, (6, 5), "small")
 
 
 LINE_STYLES = ("-", "--", ":", "-.")
@@ -75,12 +58,19 @@ def plot_roc_by_target(runs: Mapping[tuple[str, str], VerificationResult],
     keys = list(runs)
     targets = list(dict.fromkeys(t for t, _ in keys))
     backends = list(dict.fromkeys(b for _, b in keys))
-    fig = Figure(figsize=(7, 5.5), layout="constrained")
+    styles = [{"color": f"C{targets.index(t) % 10}",
+               "linestyle": LINE_STYLES[backends.index(b) % len(LINE_STYLES)]} for t, b in keys]
+    return _roc_figure(items, styles, path, log_fpr, title, (7, 5.5), "x-small")
+
+
+def _roc_figure(items, styles, path, log_fpr: bool, title: str, figsize, fontsize) -> Figure:
+    """The one ROC axes both plots draw: a curve per (label, result) with its line style."""
+    fig = Figure(figsize=figsize, layout="constrained")
     ax = fig.add_subplot()
-    for (target, backend), (label, r) in zip(keys, items):
+    for (label, r), style in zip(items, styles):
+        # on a log axis FPR = 0 cannot be drawn; those points carry no information there
         keep = r.fpr > 0 if log_fpr else np.ones_like(r.fpr, dtype=bool)
-        ax.plot(r.fpr[keep], r.tpr[keep], color=f"C{targets.index(target) % 10}",
-                linestyle=LINE_STYLES[backends.index(backend) % len(LINE_STYLES)],
+        ax.plot(r.fpr[keep], r.tpr[keep], **style,
                 label=f"{label}: acc {r.accuracy_mean:.4f}, AUC {r.auc:.4f}, EER {r.eer:.4f}")
     if log_fpr:
         ax.set_xscale("log")
@@ -89,7 +79,7 @@ def plot_roc_by_target(runs: Mapping[tuple[str, str], VerificationResult],
     ax.set_ylim(0, 1.01)
     ax.grid(True, which="both", alpha=0.3)
     ax.set_title(title)
-    ax.legend(loc="lower right", fontsize="x-small")
+    ax.legend(loc="lower right", fontsize=fontsize)
     if path is not None:
         fig.savefig(path, dpi=120)
     return fig
