@@ -48,6 +48,12 @@ def loss_hyperparameters(name: str) -> dict:
     return {k: v["default"] for k, v in _loss(name)["hyperparameters"].items()}
 
 
+def auto_keys(name: str) -> list[str]:
+    """The hyper-parameters of loss ``name`` that also take ``"auto"`` (a rule resolves them
+    with the class count: the normalised losses' ``scale``, SPEC section 1)."""
+    return [k for k, v in _loss(name)["hyperparameters"].items() if v.get("auto")]
+
+
 def capabilities(name: str) -> dict[str, bool]:
     """The declared capabilities of loss ``name`` (``common.contract.CAPABILITIES``)."""
     return dict(_loss(name)["capabilities"])

@@ -93,3 +93,37 @@ class EpochSampler:
             pending.extendleft(reversed(deferred))
             out += [g[1] for g in chosen]
         return np.concatenate(out)
+
+
+class StepBudget:
+    """The first ``steps`` batches of a sampler's seeded epochs, presented as one epoch.
+
+    A training budget counted in SGD steps rather than passes over the data (the regime study
+    compares 100 and 4,000 identities at the same number of steps): batch ``g`` of the budget
+    is batch ``g mod len(sampler)`` of the sampler's epoch ``g // len(sampler)``, so the batches
+    are those of an epoch-counted run cut at ``steps``, and a resumed run sees the same ones.
+    Works over any sampler with ``len`` and ``batches(epoch)`` (also the multi-process one).
+    """
+
+    def __init__(self, sampler, steps: int):
+        if int(steps) != steps or steps < 1:
+            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+        if len(sampler) < 1:
+            raise ValueError("StepBudget: the sampler yields no batch per epoch")
+        self.sampler, self.steps = sampler, int(steps)
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def batches(self, epoch: int):
+        """Yield the budget's ``steps`` batches; ``epoch`` must be 0 (the budget is one epoch)."""
+        if epoch != 0:
+            raise ValueError(f"StepBudget has a single epoch (0), got {epoch}")
+        done, data_epoch = 0, 0
+        while done < self.steps:
+            for batch in self.sampler.batches(data_epoch):
+                yield batch
+                done += 1
+                if done == self.steps:
+                    return
+            data_epoch += 1

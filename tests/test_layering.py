@@ -82,6 +82,7 @@ BENCH_WINGS = {
     "run": {"run", "report", "runtime"},
     "real": {"real", "report"},
     "perf": {"perf", "report", "runtime"},
+    "regime": {"regime", "run", "report"},
 }
 
 

@@ -27,8 +27,8 @@ SYNTHETIC = {"num_identities": 100, "images_per_identity": 20, "heldout_identiti
 
 
 RUN_FIELDS = ("data", "results", "runs", "losses", "loss_args", "backends", "backbone",
-              "models", "embedding_size", "image_size", "epochs", "batch_size", "lr", "schedule",
-              "warmup_epochs", "momentum", "weight_decay", "decay_all", "seed", "pk",
+              "models", "embedding_size", "image_size", "epochs", "steps", "batch_size", "lr",
+              "schedule", "warmup_epochs", "momentum", "weight_decay", "decay_all", "seed", "pk",
               "eval_batch_size", "flip_test", "checkpoint_every", "hybridize", "nproc",
               "sample_rate", "force", "progress", "plots")
 

@@ -28,7 +28,7 @@ from common.fileio import atomic_write_bytes
 STYLE = {"pytorch": dict(color="tab:blue", ls="-"), "gluon": dict(color="tab:orange", ls="--")}
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def save_figure(fig: Figure, path: Path) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,7 +76,7 @@ def training_curves(cells: list[dict], path: Path) -> Path | None:
             ax.legend(fontsize="small")
     fig.suptitle("Training loss (lines) and verification accuracy per epoch (markers): "
                  "PyTorch solid, Gluon dashed")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def accuracy_bars(cells: list[dict], path: Path) -> Path | None:
@@ -105,7 +105,7 @@ def accuracy_bars(cells: list[dict], path: Path) -> Path | None:
         ax.set_ylabel("verification accuracy")
         ax.set_title(target)
         ax.legend(fontsize="small")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def roc_curves(out_dir: Path, cells: list[dict]) -> list[Path]:
@@ -123,7 +123,7 @@ def roc_curves(out_dir: Path, cells: list[dict]) -> list[Path]:
             if runs:
                 fig = plot_roc(runs, title=f"{target}: {loss}")
                 name = f"{target}__{res.loss_stem(loss)}.png"
-                written.append(_save(fig, Path(out_dir) / "roc" / name))
+                written.append(save_figure(fig, Path(out_dir) / "roc" / name))
     return written
 
 
@@ -189,4 +189,4 @@ def ranking_and_gap(ranks: list[dict], gaps: list[dict], path: Path) -> Path | N
         gap_ax.set_xlabel("torch - gluon, points (paired by seed, 95 % interval)")
         gap_ax.set_title("backend gap (red: interval excludes 0)", fontsize="medium")
         gap_ax.grid(axis="x", alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -20,8 +20,8 @@ from bench.run import export, loss_settings
 from bench.run.config import HarnessConfig, hashed
 from common import backends
 from common.images import make_batch
-from common.sampler import EpochSampler
-from common.schedule import build_schedule
+from common.sampler import EpochSampler, StepBudget
+from common.schedule import LRSchedule, build_schedule
 from common.trainloop import NonFiniteError, fit
 
 
@@ -91,6 +91,19 @@ def epoch_sampler(cfg: HarnessConfig, loss, labels) -> EpochSampler:
     return EpochSampler(labels, cfg.batch_size, cfg.seed, pk=pk)
 
 
+def run_length(cfg: HarnessConfig, sampler) -> tuple:
+    """``(sampler, epochs, schedule)`` of a cell: ``epochs`` passes over the data, or with
+    ``steps`` exactly that many batches as one epoch (``StepBudget``), the schedule spread over
+    them and the warm-up still ``warmup_epochs`` passes over the data (at most the budget)."""
+    if not cfg.steps:
+        return sampler, cfg.epochs, build_schedule(cfg.schedule, cfg.lr, cfg.epochs,
+                                                   len(sampler),
+                                                   warmup_epochs=cfg.warmup_epochs)
+    warmup = min(int(round(cfg.warmup_epochs * len(sampler))), cfg.steps)
+    return StepBudget(sampler, cfg.steps), 1, LRSchedule(cfg.lr, cfg.steps, warmup,
+                                                         mode=cfg.schedule)
+
+
 def summary(result) -> dict:
     """The scalars of a ``VerificationResult`` that a cell record and its tables keep."""
     return {"acc_mean": float(result.accuracy_mean), "acc_std": float(result.accuracy_std),
@@ -127,14 +140,13 @@ def train(cfg: HarnessConfig, record: dict, trainer, sampler, data: tuple, targe
     ``nonfinite``; it never raises.
     """
     images, labels, _ = data
-    schedule = build_schedule(cfg.schedule, cfg.lr, cfg.epochs, len(sampler),
-                              warmup_epochs=cfg.warmup_epochs)
+    sampler, epochs, schedule = run_length(cfg, sampler)
     evaluate, last_full = make_evaluator(cfg, targets)
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     try:
         history = fit(trainer, sampler, labels, lambda idx, flips: make_batch(images[idx], flips),
-                      schedule, cfg.epochs, checkpoint=ckpt,
+                      schedule, epochs, checkpoint=ckpt,
                       evaluate=evaluate if lead else None,
                       checkpoint_every=cfg.checkpoint_every, progress=cfg.progress and lead,
                       desc=desc)

@@ -44,6 +44,10 @@ class HarnessConfig:
     image_size: int = setting(48, "training/evaluation image side; records are resized by the "
                               "loader")
     epochs: int = setting(3, "training epochs per cell")
+    steps: int = setting(0, "train exactly this many SGD steps (global batches) instead of "
+                         "--epochs passes over the data, evaluated once at the end (0: use "
+                         "--epochs); the batches follow the seeded epoch order across epoch "
+                         "boundaries, and --warmup-epochs still counts passes over the data")
     batch_size: int = setting(64, "global batch size")
     lr: float = setting(0.1, "base learning rate (SGD)")
     schedule: str = setting("cosine", "learning-rate schedule after the warm-up",
@@ -79,6 +83,9 @@ class HarnessConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        if not isinstance(self.steps, int) or self.steps < 0:
+            raise ValueError(f"steps must be an integer >= 0 (0: train --epochs epochs), "
+                             f"got {self.steps!r}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
         if self.schedule not in MODES:
@@ -105,4 +112,6 @@ def hashed(cfg: HarnessConfig) -> dict:
         d.pop("sample_rate")
     if not d["decay_all"]:
         d.pop("decay_all")
+    # a step budget replaces the epoch count; without one, cells keep their old hashes
+    d.pop("epochs" if d["steps"] else "steps")
     return d

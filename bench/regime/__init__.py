@@ -1,0 +1,1 @@
+"""The regime study: where margin losses overtake softmax (grid, report, figures)."""
