@@ -83,6 +83,7 @@ BENCH_WINGS = {
     "real": {"real", "report"},
     "perf": {"perf", "report", "runtime"},
     "regime": {"regime", "run", "report"},
+    "tune": {"tune", "run", "report"},
 }
 
 

@@ -11,6 +11,8 @@ that match the current config (the harness's family hash) and writes, under ``re
   McNemar's exact test on the per-pair decisions (pooled over seeds, and per seed in
   ``mcnemar.csv``);
 - ``ranking.csv``: per backend, losses ranked with ties where the 95 % intervals overlap;
+- ``versus_reference.csv``: per backend, each loss minus softmax, paired by seed (same initial
+  backbone and batches), with the 95 % t-interval and the count of seeds where it is above;
 - ``results.md``: all of the above as Markdown with config, seeds, commit, packages, CPU, command;
 - ``curves.png``: training loss per step and accuracy per epoch, both backends overlaid per loss
   (every seed drawn), via ``bench.report.plots.training_curves``;
@@ -41,6 +43,10 @@ GAP_COLUMNS = ["dataset", "target", "loss", "seeds", "torch_mean", "torch_sd", "
                "mcnemar_pooled_p", "mcnemar_seeds_p_lt_0.05"]
 MCNEMAR_COLUMNS = ["dataset", "target", "loss", "seed", "torch_only", "gluon_only", "both_right",
                    "both_wrong", "p"]
+VERSUS_COLUMNS = ["dataset", "target", "backend", "loss", "reference", "seeds", "loss_mean",
+                  "reference_mean", "diff_mean", "diff_sd", "diff_ci95_lo", "diff_ci95_hi",
+                  "ci_excludes_zero", "ttest_p", "seeds_above"]
+REFERENCE = "softmax"  # the loss every other is read against (``versus_reference.csv``)
 RANK_COLUMNS = ["dataset", "target", "backend", "rank", "loss", "seeds", "mean", "sd",
                 "ci95_lo", "ci95_hi", "tied_with"]
 
@@ -152,6 +158,31 @@ def ranking_rows(dataset: str, rows: list[dict]) -> list[dict]:
     return out
 
 
+def versus_rows(dataset: str, rows: list[dict], reference: str = REFERENCE) -> list[dict]:
+    """Per target and backend, each loss minus ``reference``, paired by seed (every loss of a
+    seed starts from the same backbone weights and sees the same batches)."""
+    acc: dict = {}
+    for r in _ok(rows):
+        acc.setdefault((r["target"], r["backend"]), {}).setdefault(r["loss"], {})[r["seed"]] = \
+            r["acc_mean"]
+    out = []
+    for (target, backend), by_loss in sorted(acc.items()):
+        for loss, g in gap.versus_reference(by_loss, reference).items():
+            mine, ref = by_loss[loss], by_loss[reference]
+            out.append({"dataset": dataset, "target": target, "backend": backend,
+                        "loss": loss, "reference": reference,
+                        "seeds": " ".join(map(str, g.seeds)),
+                        "loss_mean": sum(mine[s] for s in g.seeds) / len(g.seeds),
+                        "reference_mean": sum(ref[s] for s in g.seeds) / len(g.seeds),
+                        "diff_mean": g.interval.mean, "diff_sd": g.interval.std,
+                        "diff_ci95_lo": g.interval.lo, "diff_ci95_hi": g.interval.hi,
+                        "ci_excludes_zero": ("n/a" if g.interval.n < 2
+                                             else str(g.interval.excludes_zero).lower()),
+                        "ttest_p": g.p_value,
+                        "seeds_above": f"{sum(d > 0 for d in g.diffs)}/{len(g.diffs)}"})
+    return out
+
+
 def _cell(v, digits=4):
     if isinstance(v, float):
         return "nan" if math.isnan(v) else f"{v:.{digits}f}"
@@ -169,7 +200,8 @@ def _pct(v):
     return "nan" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f}"
 
 
-def to_markdown(dataset: str, meta: dict, rows, gaps, mcn, ranks, expected: int) -> str:
+def to_markdown(dataset: str, meta: dict, rows, gaps, mcn, ranks, expected: int,
+                versus=()) -> str:
     cfg, env = meta["config"], meta["environment"]
     done = len(_ok(rows))
     ran = meta.get("seeds_run")
@@ -224,6 +256,21 @@ def to_markdown(dataset: str, meta: dict, rows, gaps, mcn, ranks, expected: int)
                               [("rank", "rank"), ("loss", "loss"), ("seeds", "seeds"),
                                ("mean", "acc %"), ("sd", "sd"), ("ci", "95 % CI"),
                                ("tied_with", "tied with")])
+        vv = [v for v in versus if v["target"] == target]
+        if vv:
+            lines += ["", f"## {target}: each loss minus {vv[0]['reference']}, paired by seed",
+                      "", "Same initial backbone and batches within a seed; 95 % Student-t "
+                      "interval of the per-seed differences, in points.", ""]
+            lines += md_table([{**v, "n": len(v["seeds"].split()),
+                                "acc": _pct(v["loss_mean"]), "ref": _pct(v["reference_mean"]),
+                                "diff": _pct(v["diff_mean"]),
+                                "ci": f"[{_pct(v['diff_ci95_lo'])}, {_pct(v['diff_ci95_hi'])}]"}
+                               for v in vv],
+                              [("backend", "backend"), ("loss", "loss"), ("n", "seeds"),
+                               ("acc", "acc %"), ("ref", f"{vv[0]['reference']} %"),
+                               ("diff", "diff (pt)"), ("ci", "95 % CI (pt)"),
+                               ("ci_excludes_zero", "excludes 0"),
+                               ("seeds_above", "seeds above")])
         lines += ["", f"## {target}: every cell", ""]
         lines += md_table([r for r in rows if r["target"] == target],
                           [("loss", "loss"), ("backend", "backend"), ("seed", "seed"),
@@ -255,14 +302,16 @@ def write_report(results: Path, dataset: str, family_hashes: dict, meta: dict,
                       * len(family_hashes))
     gaps, mcn = gap_rows(results, dataset, rows)
     ranks = ranking_rows(dataset, rows)
+    versus = versus_rows(dataset, rows)
     for name, table, cols in (("results.csv", rows, RESULT_COLUMNS),
+                              ("versus_reference.csv", versus, VERSUS_COLUMNS),
                               ("gap.csv", gaps, GAP_COLUMNS),
                               ("mcnemar.csv", mcn, MCNEMAR_COLUMNS),
                               ("ranking.csv", ranks, RANK_COLUMNS)):
         atomic_write_bytes(out / name, csv_with_metadata(table, cols, meta).encode("utf-8"))
     md = out / "results.md"
     atomic_write_bytes(md, to_markdown(dataset, meta, rows, gaps, mcn, ranks,
-                                       expected_cells).encode("utf-8"))
+                                       expected_cells, versus).encode("utf-8"))
     if plots:
         from bench.report.plots import ranking_and_gap, training_curves
 

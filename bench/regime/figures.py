@@ -73,7 +73,7 @@ def accuracy_vs_steps(rows: list[dict], out: Path, identities) -> list[Path]:
             ax.set_xticks(all_steps, [str(s) for s in all_steps])
             ax.minorticks_off()
             ax.set_title(f"{n} identities: {RULE_TITLE[rule]}")
-            ax.set_xlabel("training steps (batch %d)" % grid.BATCH)
+            ax.set_xlabel(f"training steps (batch {grid.BATCH})")
             ax.grid(alpha=0.3)
         axes["paper"].set_ylabel("verification accuracy % (95 % interval over seeds)")
         axes["auto"].legend(fontsize=7, ncol=2, loc="lower right")

@@ -69,32 +69,22 @@ def collect(configs: dict) -> list[dict]:
                                        r["seed"]))
 
 
-def _by_key(rows: list[dict]) -> dict:
-    """(identities, steps, loss, backend) -> {seed: acc}."""
-    out: dict = defaultdict(dict)
-    for r in rows:
-        out[(r["identities"], r["steps"], r["loss"], r["backend"])][r["seed"]] = r["acc"]
-    return out
-
-
 def versus_rows(rows: list[dict], reference: str = grid.REFERENCE) -> list[dict]:
     """The paired difference of every loss to ``reference`` at every grid point and backend."""
-    acc = _by_key(rows)
+    groups: dict = defaultdict(lambda: defaultdict(dict))
+    for r in rows:
+        groups[(r["identities"], r["steps"], r["backend"])][r["loss"]][r["seed"]] = r["acc"]
     out = []
-    for (n, steps, loss, backend), seeds in sorted(acc.items()):
-        ref = acc.get((n, steps, reference, backend))
-        if loss == reference or not ref or not set(seeds) & set(ref):
-            continue
-        g = gap.paired_gap(seeds, ref)
-        both = g.seeds
-        out.append({"identities": n, "steps": steps, "loss": loss, "backend": backend,
-                    "seeds": len(both),
-                    "loss_mean": sum(seeds[s] for s in both) / len(both),
-                    "softmax_mean": sum(ref[s] for s in both) / len(both),
-                    "diff_mean": g.interval.mean, "diff_ci95_lo": g.interval.lo,
-                    "diff_ci95_hi": g.interval.hi,
-                    "ci_excludes_zero": g.interval.excludes_zero, "ttest_p": g.p_value})
-    return out
+    for (n, steps, backend), acc in sorted(groups.items()):
+        for loss, g in gap.versus_reference(acc, reference).items():
+            out.append({"identities": n, "steps": steps, "loss": loss, "backend": backend,
+                        "seeds": len(g.seeds),
+                        "loss_mean": sum(acc[loss][s] for s in g.seeds) / len(g.seeds),
+                        "softmax_mean": sum(acc[reference][s] for s in g.seeds) / len(g.seeds),
+                        "diff_mean": g.interval.mean, "diff_ci95_lo": g.interval.lo,
+                        "diff_ci95_hi": g.interval.hi,
+                        "ci_excludes_zero": g.interval.excludes_zero, "ttest_p": g.p_value})
+    return sorted(out, key=lambda v: (v["identities"], v["steps"], v["loss"], v["backend"]))
 
 
 def overtake_rows(versus: list[dict]) -> list[dict]:

@@ -96,6 +96,16 @@ def paired_gap(first: dict, second: dict, confidence: float = 0.95) -> PairedGap
     return PairedGap(seeds, tuple(float(d) for d in diffs), interval, p)
 
 
+def versus_reference(acc: dict, reference: str,
+                     confidence: float = 0.95) -> dict[str, PairedGap]:
+    """``{loss: {seed: accuracy}}`` -> ``{loss: paired_gap(loss, reference)}`` for every other
+    loss that shares a seed with ``reference`` (all losses of a seed train from the same
+    backbone weights on the same batches, so the difference to the reference is paired)."""
+    ref = acc.get(reference) or {}
+    return {loss: paired_gap(seeds, ref, confidence) for loss, seeds in sorted(acc.items())
+            if loss != reference and set(seeds) & set(ref)}
+
+
 def pair_decisions(distances, best_thresholds, nrof_folds: int) -> np.ndarray:
     """Per-pair "same" predictions of the 10-fold protocol: dist < that fold's threshold."""
     dist = np.asarray(distances, dtype=float)

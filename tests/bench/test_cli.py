@@ -33,6 +33,11 @@ BAD = [
     (["features", "--dims", "4"], "--dims must be 2 and/or 3"),
     (["eval", "/nonexistent.bin", "--model", "m"], "/nonexistent.bin does not exist"),
     (["scale-out", "--data", "/nonexistent", "--losses", "nosuch"], "unknown loss(es) nosuch"),
+    (["regime", "--losses", "arcface"], "--losses must include softmax"),
+    (["regime", "--identities", "2,100"], "--identities must be integers >= 3"),
+    (["regime", "--part", "3/2"], "--part must be K/N"),
+    (["regime", "--rules", "paper,nosuch"], "--rules must be among paper, auto"),
+    (["regime", "--steps", "10,x"], "expected comma-separated integers"),
 ]
 
 PROBE = """

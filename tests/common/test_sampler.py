@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common.sampler import EpochSampler
+from common.sampler import EpochSampler, StepBudget
 
 LABELS = np.repeat(np.arange(7), [5, 3, 8, 2, 6, 4, 1])  # 29 samples, uneven identities
 
@@ -62,3 +62,27 @@ def test_bad_arguments():
         EpochSampler([], 2, seed=0)
     with pytest.raises(ValueError, match="epoch must be >= 0"):
         next(EpochSampler(LABELS, 2, seed=0).batches(-1))
+
+
+def test_step_budget_is_the_epoch_stream_cut_at_steps():
+    inner = EpochSampler(LABELS, 4, seed=5)  # 7 batches per epoch
+    stream = collect(inner, 0) + collect(inner, 1) + collect(inner, 2)
+    for steps in (3, 7, 16):
+        budget = collect(StepBudget(inner, steps), 0)
+        assert len(budget) == len(StepBudget(inner, steps)) == steps
+        for (ia, fa), (ib, fb) in zip(budget, stream[:steps]):
+            np.testing.assert_array_equal(ia, ib)
+            np.testing.assert_array_equal(fa, fb)
+    # a fresh budget (a resumed run) sees the same batches
+    again = collect(StepBudget(EpochSampler(LABELS, 4, seed=5), 16), 0)
+    np.testing.assert_array_equal(np.concatenate([i for i, _ in again]),
+                                  np.concatenate([i for i, _ in stream[:16]]))
+
+
+def test_step_budget_bad_arguments():
+    inner = EpochSampler(LABELS, 4, seed=0)
+    for steps in (0, -1, 2.5):
+        with pytest.raises(ValueError, match="steps must be an integer >= 1"):
+            StepBudget(inner, steps)
+    with pytest.raises(ValueError, match="single epoch"):
+        next(StepBudget(inner, 3).batches(1))
