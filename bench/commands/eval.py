@@ -25,9 +25,21 @@ is imported.
 no earlier step of the run had (with flip test an image is two inputs, plain and flipped);
 ``pair_images`` is the number of images the target's pairs hold (2 per pair).
 
-``--compare-images DIR`` also embeds every image of a folder (no flip) in each backend and
-reports the max abs difference of the L2-normalised embeddings to the first backend run
-(``mxnet`` when present): embedding_diff.csv.
+``--compare-images DIR`` also embeds every image of a folder (no flip; ``--max-images N``: the
+first N in path order; each resized/padded to the model's input as a .bin's images are) in
+each backend and reports the max abs difference of the L2-normalised embeddings to the first
+backend run (``mxnet`` when present): embedding_diff.csv; with more than two backends also
+every pair of them: embedding_diff_matrix.csv and a table in results.md.
+
+ONNX (``--backend onnx``): ``.onnx`` files run by onnxruntime (CPU), each a backend of its own
+named ``onnx-<tag>`` for ``model.<tag>.onnx`` (``onnx-torch``, ``onnx-mxnet``,
+``onnx-checkpoint``: what ``python -m bench export DIR --onnx`` writes), else
+``onnx-<file stem>``. The files are those given by ``--onnx`` (a file, a comma-separated list,
+or a folder), else the ones beside ``--model DIR``. ``--onnx`` alone evaluates just them; the
+input size and normalisation come from the onnx.json (or model.json) beside a file, else from
+the graph's input shape with the bench's normalisation (x/255-0.5)/0.5. A file that is not an
+embedding model (unreadable, not one float N x 3 x H x W input, not one N x D output) is a
+one-line error naming it.
 """
 
 from __future__ import annotations
@@ -40,10 +52,11 @@ from pathlib import Path
 import numpy as np
 
 NAME = "eval"
-HELP = "verification accuracy of a model (.bin, flip test, ROC) in torch/gluon/mxnet"
+HELP = "verification accuracy of a model (.bin, flip test, ROC) in torch/gluon/mxnet/onnx"
 # the embedders `bench eval` can run, in this order; "mxnet" is MXNet's own Module (the
-# reference for a checkpoint), "torch"/"gluon" our backbones: not common.backends.BACKENDS
-EVAL_BACKENDS = ("mxnet", "gluon", "torch")
+# reference for a checkpoint), "torch"/"gluon" our backbones (not common.backends.BACKENDS),
+# "onnx" every .onnx file (one backend "onnx-<tag>" each)
+EVAL_BACKENDS = ("mxnet", "gluon", "torch", "onnx")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm"}
 
 
@@ -58,16 +71,25 @@ def add_arguments(parser):
     parser.add_argument("--target-dir", metavar="TARGET_DIR", default=None,
                         help="folder holding NAME.bin for each target NAME of --targets "
                              "(default: the current folder)")
-    src = parser.add_mutually_exclusive_group(required=True)
+    src = parser.add_mutually_exclusive_group()
     src.add_argument("--model", help="exported model folder (model.npz + model.json)")
     src.add_argument("--mxnet", metavar="PREFIX", help="InsightFace MXNet checkpoint prefix")
+    parser.add_argument("--onnx", metavar="SPEC", default=None,
+                        help="ONNX model(s) to run with onnxruntime: an .onnx file, a comma-"
+                             "separated list, or a folder (its .onnx files); alone or beside "
+                             "--model/--mxnet (default with --model: the .onnx files in DIR)")
     parser.add_argument("--epoch", type=int, default=0, help="MXNet checkpoint epoch")
-    parser.add_argument("--backend", choices=("torch", "gluon", "mxnet", "all"), default="all",
-                        help="all = torch and gluon, plus mxnet for an MXNet checkpoint")
+    parser.add_argument("--backend", metavar="LIST", default="all",
+                        help="comma-separated among torch, gluon, mxnet, onnx; all = torch and "
+                             "gluon, plus mxnet for an MXNet checkpoint, plus every ONNX file "
+                             "(--onnx, or beside --model DIR)")
     parser.add_argument("--no-flip", dest="flip", action="store_false", help="no flip test")
     parser.add_argument("--batch-size", type=int, default=64, help="images per embedding batch")
     parser.add_argument("--compare-images", metavar="DIR",
                         help="also compare embeddings of every image under DIR across backends")
+    parser.add_argument("--max-images", type=int, default=None, metavar="N",
+                        help="--compare-images: only the first N images in path order "
+                             "(default: all)")
     parser.add_argument("--out", help="folder for metrics.csv, roc.png, results.md")
     parser.add_argument("--no-progress", dest="progress", action="store_false",
                         help="no progress bar")
@@ -117,27 +139,100 @@ def _gluon_fn(model):
     return lambda x: model(mx.nd.array(x)).asnumpy()
 
 
+def parse_backends(spec: str) -> tuple[str, ...]:
+    """``--backend``: ``all`` or a comma-separated list of EVAL_BACKENDS, in their order."""
+    names = [s.strip() for s in str(spec).split(",")]
+    if names == ["all"]:
+        return ("all",)
+    if not all(names) or any(n not in EVAL_BACKENDS for n in names):
+        raise ValueError(f"--backend must be all or a comma-separated list of "
+                         f"{', '.join(EVAL_BACKENDS)}, got {spec!r}")
+    return tuple(b for b in EVAL_BACKENDS if b in names)
+
+
+def onnx_files(args) -> list[Path]:
+    """The .onnx files ``--backend onnx`` runs: ``--onnx``, else those beside ``--model``."""
+    from bench.run.onnx_model import folder_onnx_files, resolve_onnx
+
+    if args.onnx is not None:
+        return resolve_onnx(args.onnx)
+    if args.model and Path(args.model).is_dir():
+        return folder_onnx_files(args.model)
+    return []
+
+
+def wanted_backends(args) -> tuple[str, ...]:
+    """The backends this run embeds with (``all`` resolved); framework-free, raises on a
+    backend the given model cannot run."""
+    names = parse_backends(args.backend)
+    framework = bool(args.model or args.mxnet)
+    if not framework and args.onnx is None:
+        raise ValueError("give the model: --model DIR, --mxnet PREFIX and/or --onnx FILE")
+    files = onnx_files(args) if "onnx" in names or names == ("all",) else []
+    if names == ("all",):
+        names = tuple(b for b in EVAL_BACKENDS
+                      if (b == "mxnet" and args.mxnet) or (b == "onnx" and files)
+                      or (b in ("gluon", "torch") and framework))
+    if "mxnet" in names and not args.mxnet:
+        raise ValueError("--backend mxnet needs an MXNet checkpoint (--mxnet PREFIX)")
+    for b in ("gluon", "torch"):
+        if b in names and not framework:
+            raise ValueError(f"--backend {b} needs --model DIR or --mxnet PREFIX (--onnx "
+                             "alone runs only the ONNX files)")
+    if "onnx" in names and not files:
+        raise FileNotFoundError(
+            f"--backend onnx: no .onnx file{f' in {args.model}' if args.model else ''}: give "
+            "--onnx FILE, or write them beside the model: python -m bench export DIR --onnx")
+    if args.onnx is not None and "onnx" not in names:
+        raise ValueError(f"--onnx is given but --backend {args.backend} does not include onnx")
+    return names
+
+
+def _onnx_embedders(args, meta: dict | None) -> tuple[dict[str, CachedEmbedder], dict]:
+    """{onnx-<tag>: CachedEmbedder} for the ONNX files, and the meta (``meta``, or from the
+    first file when no other model is given); every file must take the same image size."""
+    from bench.run.onnx_model import OnnxEmbedder, onnx_label, onnx_meta_for
+
+    out = {}
+    for path in onnx_files(args):
+        info = onnx_meta_for(path) or {}
+        size = info.get("image_size", meta["image_size"] if meta else None)
+        dim = info.get("embedding_size", meta["embedding_size"] if meta else None)
+        raw = bool(info.get("raw_input", meta.get("raw_input", False) if meta else False))
+        embedder = OnnxEmbedder(path, str(path), image_size=size, embedding_size=dim,
+                                threads=args.threads)
+        if meta is None:
+            meta = {"backbone": info.get("backbone", "onnx"),
+                    "embedding_size": embedder.embedding_size,
+                    "image_size": embedder.image_size, "raw_input": raw}
+        elif embedder.image_size != int(meta["image_size"]):
+            raise ValueError(f"{path}: takes {embedder.image_size}x{embedder.image_size} "
+                             f"images, the model takes {meta['image_size']}x"
+                             f"{meta['image_size']} (one .bin is decoded at one size)")
+        out[onnx_label(path)] = CachedEmbedder(embedder, raw_input=raw)
+    return out, meta
+
+
 def load_embedders(args) -> tuple[dict[str, CachedEmbedder], dict]:
-    """({backend: CachedEmbedder} in the order mxnet, gluon, torch; model meta)."""
+    """({backend: CachedEmbedder} in the order mxnet, gluon, torch, onnx-*; model meta)."""
     from bench.commands.import_model import build_from_exported, read_exported
 
-    wanted = EVAL_BACKENDS if args.backend == "all" else (args.backend,)
-    if args.model and args.backend == "mxnet":
-        raise ValueError("--backend mxnet needs an MXNet checkpoint (--mxnet PREFIX)")
+    wanted = wanted_backends(args)
+    gluon_model = meta = None
     if args.model:
         params, meta = read_exported(args.model)
-        gluon_model = None
-    else:
+    elif args.mxnet:
         from gluon_impl.insightface import MXNetReference, load_insightface
         from gluon_impl.transfer import export_params
 
         gluon_model, name, kwargs = load_insightface(args.mxnet, args.epoch)
         params = export_params(gluon_model)
         meta = {"backbone": name, "embedding_size": kwargs.pop("embedding_size"),
-                "image_size": kwargs.pop("image_size"), "backbone_kwargs": kwargs}
+                "image_size": kwargs.pop("image_size"), "backbone_kwargs": kwargs,
+                "raw_input": bool(gluon_model.raw_input)}
     out = {}
-    for backend in EVAL_BACKENDS:
-        if backend not in wanted or (backend == "mxnet" and args.model):
+    for backend in ("mxnet", "gluon", "torch"):
+        if backend not in wanted:
             continue
         if backend == "mxnet":
             ref = MXNetReference(args.mxnet, args.epoch, batch_size=args.batch_size)
@@ -148,12 +243,18 @@ def load_embedders(args) -> tuple[dict[str, CachedEmbedder], dict]:
         else:
             model = build_from_exported(params, meta, "torch")
             out[backend] = CachedEmbedder(_torch_fn(model), raw_input=bool(model.raw_input))
+    if "onnx" in wanted:
+        onnx, meta = _onnx_embedders(args, meta)
+        out.update(onnx)
     out_meta = dict(meta, image_size=int(meta["image_size"]))
     return out, out_meta
 
 
-def folder_images(root, image_size: int) -> tuple[list[str], np.ndarray]:
-    from common.images import read_image
+def folder_images(root, image_size: int,
+                  limit: int | None = None) -> tuple[list[str], np.ndarray]:
+    """The images under ``root`` (the first ``limit`` in path order), RGB uint8, each
+    resized/padded to the model's square input as a .bin's images are (common.images)."""
+    from common.images import read_image, to_size
 
     root = Path(root)
     if not root.is_dir():
@@ -161,17 +262,24 @@ def folder_images(root, image_size: int) -> tuple[list[str], np.ndarray]:
     paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
         raise ValueError(f"--compare-images: no images under {root}")
+    paths = paths[:limit] if limit else paths
     images = np.zeros((len(paths), image_size, image_size, 3), np.uint8)
     for i, p in enumerate(paths):
         img = read_image(p)
-        if img.shape != images.shape[1:]:
-            raise ValueError(f"{p}: shape {img.shape}, the model takes {images.shape[1:]}")
-        images[i] = img
+        images[i] = img if img.shape == images.shape[1:] else to_size(img, image_size)
     return [str(p.relative_to(root)) for p in paths], images
 
 
 def _normalised(e: np.ndarray) -> np.ndarray:
     return e / np.linalg.norm(e, axis=1, keepdims=True)
+
+
+def diff_matrix(plain: dict[str, np.ndarray]) -> list[dict]:
+    """Every pair of backends: one row per backend, a column per backend, the max abs
+    difference of their L2-normalised embeddings of the same images (0 on the diagonal)."""
+    normed = {b: _normalised(e) for b, e in plain.items()}
+    return [{"backend": a, **{b: float(np.abs(normed[a] - normed[b]).max()) for b in normed}}
+            for a in normed]
 
 
 def resolve_targets(spec: str, target_dir: str | None = None) -> list[tuple[str, Path]]:
@@ -253,6 +361,15 @@ def check(args) -> None:
         raise ValueError(f"--batch-size must be an integer >= 1, got {args.batch_size}")
     if args.compare_images and not Path(args.compare_images).is_dir():
         raise FileNotFoundError(f"--compare-images: folder {args.compare_images} does not exist")
+    if args.max_images is not None:
+        if args.compare_images is None:
+            raise ValueError("--max-images needs --compare-images (it limits that folder)")
+        if args.max_images < 1:
+            raise ValueError(f"--max-images must be an integer >= 1, got {args.max_images}")
+    if "onnx" in wanted_backends(args):
+        from bench.run.onnx_model import require_packages
+
+        require_packages("--backend onnx")
 
 
 def run(args) -> int:
@@ -269,7 +386,8 @@ def run(args) -> int:
     if out:
         out.mkdir(parents=True, exist_ok=True)
     report = _Report(out, args, meta, multi)
-    folder = folder_images(args.compare_images, size) if args.compare_images else None
+    folder = folder_images(args.compare_images, size, args.max_images) \
+        if args.compare_images else None
     if folder is not None:
         plain = {}
         for backend, embedder in embedders.items():
@@ -284,6 +402,8 @@ def run(args) -> int:
                 "worst_image": folder[0][int(d.max(axis=1).argmax())]})
             print(f"[{backend}] embeddings of {len(folder[0])} images: max |normalised diff| "
                   f"to {first} = {report.diffs[-1]['max_abs_diff_normalised']:.3g}")
+            if len(plain) > 2:
+                report.matrix = diff_matrix(plain)
             report.write()
     distinct: set[bytes] = set()
     for label, path in targets:
@@ -336,6 +456,7 @@ class _Report:
         self.out, self.args, self.meta, self.multi = out, args, meta, multi
         self.rows: list[dict] = []
         self.diffs: list[dict] = []
+        self.matrix: list[dict] = []  # every pair of backends, with more than two of them
         self.targets: list[dict] = []
         self.results: dict = {}  # (target, backend) -> VerificationResult
         self.distinct = 0  # distinct images over the targets read so far
@@ -361,6 +482,8 @@ class _Report:
             atomic_write_bytes(self.out / "metrics.csv", _csv_bytes(self.rows))
         if self.diffs:
             atomic_write_bytes(self.out / "embedding_diff.csv", _csv_bytes(self.diffs))
+        if self.matrix:
+            atomic_write_bytes(self.out / "embedding_diff_matrix.csv", _csv_bytes(self.matrix))
         if self.results:
             atomic_write_bytes(self.out / "roc.png", self._roc_png())
         atomic_write_bytes(self.out / "results.md", self._markdown().encode("utf-8"))
@@ -419,4 +542,11 @@ class _Report:
                 ([d["backend"], d["reference"], d["images"],
                   f"{d['max_abs_diff_normalised']:.3g}", f"{d['max_abs_diff_raw']:.3g}"]
                  for d in self.diffs))
+        if self.matrix:
+            names = [r["backend"] for r in self.matrix]
+            lines += ["", f"Every pair: max abs difference of the L2-normalised embeddings of "
+                      f"the same {self.diffs[0]['images']} images (no flip):", ""]
+            lines += markdown_lines(["", *names],
+                                    ([r["backend"], *(f"{r[n]:.3g}" for n in names)]
+                                     for r in self.matrix), align="l" + "r" * len(names))
         return "\n".join(lines) + "\n"
