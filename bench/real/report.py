@@ -200,6 +200,18 @@ def _pct(v):
     return "nan" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f}"
 
 
+ONE_SEED = "n/a (1 seed)"  # no interval, hence no ranking, from a single seed
+
+
+def _mean_sd(mean, sd) -> str:
+    """``mean +- sd`` in %, the mean alone where one seed has no sd."""
+    return _pct(mean) if sd is None or math.isnan(sd) else f"{_pct(mean)} +- {_pct(sd)}"
+
+
+def _ci_text(lo, hi, n: int) -> str:
+    return ONE_SEED if n < 2 else f"[{_pct(lo)}, {_pct(hi)}]"
+
+
 def to_markdown(dataset: str, meta: dict, rows, gaps, mcn, ranks, expected: int,
                 versus=()) -> str:
     cfg, env = meta["config"], meta["environment"]
@@ -232,13 +244,15 @@ def to_markdown(dataset: str, meta: dict, rows, gaps, mcn, ranks, expected: int,
         for g in (g for g in gaps if g["target"] == target):
             trows.append({
                 "loss": g["loss"], "n": len(g["seeds"].split()),
-                "torch": f"{_pct(g['torch_mean'])} +- {_pct(g['torch_sd'])}",
-                "gluon": f"{_pct(g['gluon_mean'])} +- {_pct(g['gluon_sd'])}",
+                "torch": _mean_sd(g["torch_mean"], g["torch_sd"]),
+                "gluon": _mean_sd(g["gluon_mean"], g["gluon_sd"]),
                 "gap": _pct(g["diff_mean"]),
-                "ci": f"[{_pct(g['diff_ci95_lo'])}, {_pct(g['diff_ci95_hi'])}]",
+                "ci": _ci_text(g["diff_ci95_lo"], g["diff_ci95_hi"], len(g["seeds"].split())),
                 "ex": g["ci_excludes_zero"],
                 "mc": f"{g['mcnemar_torch_only']} / {g['mcnemar_gluon_only']}",
-                "p": _cell(g["mcnemar_pooled_p"], 3), "sig": g["mcnemar_seeds_p_lt_0.05"]})
+                "p": ("n/a" if math.isnan(g["mcnemar_pooled_p"])
+                      else _cell(g["mcnemar_pooled_p"], 3)),
+                "sig": g["mcnemar_seeds_p_lt_0.05"]})
         lines += md_table(trows, [("loss", "loss"), ("n", "seeds"), ("torch", "torch acc %"),
                                   ("gluon", "gluon acc %"), ("gap", "gap (pt)"),
                                   ("ci", "95 % CI (pt)"), ("ex", "excludes 0"),
@@ -250,8 +264,11 @@ def to_markdown(dataset: str, meta: dict, rows, gaps, mcn, ranks, expected: int,
                 continue
             lines += ["", f"## {target}: ranking ({backend}; shared rank = intervals overlap)",
                       ""]
-            lines += md_table([{**r, "mean": _pct(r["mean"]), "sd": _pct(r["sd"]),
-                                "ci": f"[{_pct(r['ci95_lo'])}, {_pct(r['ci95_hi'])}]"}
+            lines += md_table([{**r, "mean": _pct(r["mean"]),
+                                "sd": _pct(r["sd"]) if r["seeds"] >= 2 else "",
+                                "ci": _ci_text(r["ci95_lo"], r["ci95_hi"], r["seeds"]),
+                                "rank": r["rank"] if r["seeds"] >= 2 else ONE_SEED,
+                                "tied_with": r["tied_with"] if r["seeds"] >= 2 else ""}
                                for r in rr],
                               [("rank", "rank"), ("loss", "loss"), ("seeds", "seeds"),
                                ("mean", "acc %"), ("sd", "sd"), ("ci", "95 % CI"),
@@ -264,7 +281,8 @@ def to_markdown(dataset: str, meta: dict, rows, gaps, mcn, ranks, expected: int,
             lines += md_table([{**v, "n": len(v["seeds"].split()),
                                 "acc": _pct(v["loss_mean"]), "ref": _pct(v["reference_mean"]),
                                 "diff": _pct(v["diff_mean"]),
-                                "ci": f"[{_pct(v['diff_ci95_lo'])}, {_pct(v['diff_ci95_hi'])}]"}
+                                "ci": _ci_text(v["diff_ci95_lo"], v["diff_ci95_hi"],
+                                               len(v["seeds"].split()))}
                                for v in vv],
                               [("backend", "backend"), ("loss", "loss"), ("n", "seeds"),
                                ("acc", "acc %"), ("ref", f"{vv[0]['reference']} %"),

@@ -189,3 +189,46 @@ def test_real_command_runs_seeds_writes_the_gap_and_resumes(tmp_path, capsys):
     md = (out / "results.md").read_text()
     assert "Seeds [0, 1] (the command below ran seeds [1]" in md
     assert "cells finished: 4 of 4" in md
+
+
+def _report_rows(seeds, accs):
+    """Rows of a fake report: accs[(loss, backend)] = base accuracy, + 0.01 * seed."""
+    return [{"dataset": "d", "target": "t", "loss": loss, "backend": backend, "seed": s,
+             "status": "ok", "acc_mean": acc + 0.01 * s + (0.002 * s * s if loss != "softmax"
+                                                          else 0.0),
+             "acc_std": 0.01, "val": 0.5, "eer": 0.2, "final_train_loss": 1.0, "wall_s": 1.0}
+            for (loss, backend), acc in accs.items() for s in seeds]
+
+
+REPORT_META = {"config": {"epochs": 1}, "seeds": [0], "command": "cmd", "environment": {
+    "git_commit": "abc", "cpu": "cpu", "python": "3.11", "packages": {"numpy": "1.23.5"}}}
+
+
+def test_one_seed_gives_no_interval_no_ranking_and_no_nan(tmp_path):
+    from bench.real import report
+
+    accs = {("softmax", "pytorch"): 0.7, ("softmax", "gluon"): 0.71,
+            ("arcface", "pytorch"): 0.75, ("arcface", "gluon"): 0.74}
+    rows = _report_rows([0], accs)
+    gaps, mcn = report.gap_rows(tmp_path, "d", rows)
+    ranks = report.ranking_rows("d", rows)
+    md = report.to_markdown("d", REPORT_META, rows, gaps, mcn, ranks, 4,
+                            report.versus_rows("d", rows))
+    assert "nan" not in md and "n/a (1 seed)" in md
+    ranking = md[md.index("ranking (pytorch"):md.index("ranking (gluon")]
+    assert "| n/a (1 seed) | arcface |" in ranking and "| n/a (1 seed) | softmax |" in ranking
+    assert "| 1 | arcface |" not in ranking  # one seed ranks nothing first
+
+
+def test_versus_reference_pairs_each_loss_with_softmax_by_seed(tmp_path):
+    from bench.real import report
+
+    accs = {("softmax", "pytorch"): 0.7, ("arcface", "pytorch"): 0.72,
+            ("softmax", "gluon"): 0.7, ("arcface", "gluon"): 0.69}
+    versus = report.versus_rows("d", _report_rows([0, 1, 2], accs))
+    by = {v["backend"]: v for v in versus}
+    assert set(by) == {"pytorch", "gluon"} and all(v["loss"] == "arcface" for v in versus)
+    # differences 0.02 + 0.002 s^2 (s = 0, 1, 2): paired, the seed offset 0.01 s cancels
+    assert by["pytorch"]["diff_mean"] == pytest.approx(0.02 + 0.002 * 5 / 3, abs=1e-12)
+    assert by["pytorch"]["seeds_above"] == "3/3" and by["gluon"]["seeds_above"] == "0/3"
+    assert by["pytorch"]["ci_excludes_zero"] == "true"
