@@ -97,6 +97,26 @@ def check(args) -> None:
     data = args.data or Path(args.dataset)
     for seed in args.seeds:
         check_config(harness_config(args, data, seed, "", results=args.results))
+    check_results_folder(args, data)
+
+
+def check_results_folder(args, data: Path) -> None:
+    """Refuse a run whose settings differ from the cells already in RESULTS/<dataset>/: its
+    tables would replace theirs (issue 29). Another --results folder keeps both."""
+    from bench.real.report import cells_dir, seeds_on_disk
+    from bench.report.results import configs_in
+    from bench.run.config import hashed
+
+    for seed in sorted(set(args.seeds) | set(seeds_on_disk(args.results, data.name))):
+        want = hashed(harness_config(args, data, seed, "", results=args.results))
+        folder = cells_dir(args.results, data.name, seed)
+        for held in configs_in(folder):
+            if held != want:
+                differ = sorted(k for k in set(held) | set(want) if held.get(k) != want.get(k))
+                raise ValueError(
+                    f"{folder} holds cells of another configuration (differing in "
+                    f"{', '.join(differ)}: {', '.join(f'{k}={held.get(k)!r}' for k in differ)} "
+                    f"there); give another --results folder so that its tables are kept")
 
 
 def _loss_list(names) -> tuple[str, ...]:

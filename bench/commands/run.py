@@ -97,6 +97,9 @@ def run(args) -> int:
     for c in failed:
         print(f"FAILED {c['loss']}/{c['backend']}: {c['status']}: {c['message']}",
               file=sys.stderr)
+    from bench.report.results import results_folder
+    from bench.run.config import hashed
+
     print(f"{len(cells) - len(failed)}/{len(cells)} cells ok; tables in "
-          f"{Path(args.results) / data.name}")
+          f"{results_folder(args.results, data.name, hashed(config(args)))}")
     return 1 if failed else 0

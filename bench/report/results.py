@@ -117,6 +117,33 @@ def cell_path(out_dir: Path, loss: str, backend: str) -> Path:
     return Path(out_dir) / "cells" / f"{cell_stem(loss, backend)}.json"
 
 
+def configs_in(out_dir: Path) -> list[dict]:
+    """The distinct run configs (a cell's ``config``: ``hashed(cfg)``) of the cells in a
+    results folder."""
+    found = {}
+    for p in sorted((Path(out_dir) / "cells").glob("*.json")):
+        cell = read_cell(p)
+        if cell and isinstance(cell.get("config"), dict):
+            found[json.dumps(cell["config"], sort_keys=True)] = cell["config"]
+    return list(found.values())
+
+
+def results_folder(results: Path, dataset: str, config: dict) -> Path:
+    """Where a run of ``config`` (``hashed(cfg)``) keeps its cells and tables.
+
+    ``RESULTS/<dataset>/`` when it holds no cells or cells of this config (a rerun, another
+    loss, or the same config on regenerated data, whose cells are retrained in place);
+    otherwise ``RESULTS/<dataset>@<config hash>/`` beside it, so that a run with other settings
+    never replaces another configuration's finished cells, tables and models (a trial run of
+    ``bench run --epochs 5`` leaves the committed default table as it was).
+    """
+    base = Path(results) / dataset
+    held = configs_in(base)
+    if not held or config in held:
+        return base
+    return Path(results) / f"{dataset}@{config_hash(config)}"
+
+
 def write_json(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, json.dumps(obj, indent=1, sort_keys=True).encode("utf-8"))

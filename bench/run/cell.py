@@ -47,9 +47,14 @@ def checkpoint_path(cfg: HarnessConfig, dataset: str, loss_name: str, backend: s
     return Path(cfg.runs) / dataset / f"{stem}.ckpt.npz"
 
 
-def remove_checkpoints(cfg: HarnessConfig, dataset: str, loss_name: str, backend: str) -> None:
-    """Every checkpoint of a cell, of any config and process count (the cell is finished)."""
-    for p in (Path(cfg.runs) / dataset).glob(f"{res.cell_stem(loss_name, backend)}-*.ckpt.npz"):
+def remove_checkpoints(cfg: HarnessConfig, dataset: str, loss_name: str, backend: str,
+                       cell_hash: str) -> None:
+    """The checkpoints of this cell (every process count; the cell is finished), never those
+    of another configuration of the same loss and backend in a shared runs folder."""
+    stem = f"{res.cell_stem(loss_name, backend)}-{cell_hash}"
+    for p in (Path(cfg.runs) / dataset).glob(f"{stem}.ckpt.npz"):
+        p.unlink(missing_ok=True)
+    for p in (Path(cfg.runs) / dataset).glob(f"{stem}.nproc*.rank*.ckpt.npz"):
         p.unlink(missing_ok=True)
 
 

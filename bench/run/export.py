@@ -223,8 +223,10 @@ def cell_meta(cfg: HarnessConfig, record: dict, model: dict, data_fingerprint: d
 
 
 def write_cell_model(cfg: HarnessConfig, record: dict, model: dict,
-                     data_fingerprint: dict) -> Path:
-    """Export a finished cell: ``model.npz``, ``head.npz`` and ``model.json`` (last)."""
-    out = model_dir(cfg, record["dataset"], record["loss"], record["backend"])
+                     data_fingerprint: dict, folder: str | None = None) -> Path:
+    """Export a finished cell: ``model.npz``, ``head.npz`` and ``model.json`` (last), to
+    ``<models>/<folder>/<cell stem>/`` (``folder``: the results folder's name, by default
+    the data set's)."""
+    out = model_dir(cfg, folder or record["dataset"], record["loss"], record["backend"])
     meta = cell_meta(cfg, record, model, data_fingerprint)
     return write_exported(out, model["params"], meta, extra={HEAD_FILE: model["head"]})

@@ -13,6 +13,8 @@ For one data folder (``train.rec``/``train.idx``/``property`` plus verification 
 4. A finished cell's model is exported to ``<models>/<dataset>/<cell stem>/`` (model.npz,
    head.npz, model.json last; ``bench.run.export``), then the cell is written to
    ``results/<dataset>/cells/`` (atomically, with ``model_dir``) and the tables are rebuilt;
+   where that folder holds another configuration's cells, the run writes to
+   ``<dataset>@<config hash>/`` beside it instead (``results_folder``), models likewise;
    a cell that hit NaN/Inf is recorded with status ``nonfinite`` and the others go on.
    A cell already finished with the same config is skipped (its model folder kept) unless
    ``force``, which retrains it and rewrites its model folder.
@@ -106,7 +108,11 @@ def run(cfg: HarnessConfig, log=print) -> list[dict]:
     """Run every requested cell; returns the cell records (finished, skipped and failed)."""
     data, bins, losses = preflight(cfg)
     dataset = data.name
-    out_dir = Path(cfg.results) / dataset
+    out_dir = res.results_folder(cfg.results, dataset, hashed(cfg))
+    if out_dir.name != dataset:
+        log(f"[note] {Path(cfg.results) / dataset} holds the results of another configuration; "
+            f"this run writes beside it: tables and cells to {out_dir}, models to "
+            f"{Path(cfg.models) / out_dir.name}")
     family = _family(cfg, data, bins)
     fam_hash = res.config_hash(family)
     meta = {"config": hashed(cfg), **({"loss_args": cfg.loss_args} if cfg.loss_args else {}),
@@ -143,8 +149,8 @@ def run(cfg: HarnessConfig, log=print) -> list[dict]:
                         raise RuntimeError(f"the {loss_name}/{backend} cell returned no model "
                                            "to export")
                     record.setdefault("git_commit", res.git_commit())
-                    record["model_dir"] = str(export.write_cell_model(cfg, record, model,
-                                                                      family["data"]))
+                    record["model_dir"] = str(export.write_cell_model(
+                        cfg, record, model, family["data"], folder=out_dir.name))
             except Exception as exc:  # noqa: BLE001  (one broken cell must not stop the others)
                 record = cells.new_record(cfg, dataset, loss_name, backend, fam_hash, cell_hash,
                                           targets)
@@ -157,7 +163,7 @@ def run(cfg: HarnessConfig, log=print) -> list[dict]:
             records.append(record)
             log(cell_line(record))
             if record["status"] == "ok":
-                cells.remove_checkpoints(cfg, dataset, loss_name, backend)
+                cells.remove_checkpoints(cfg, dataset, loss_name, backend, cell_hash)
             rows = res.rows_from_cells(res.load_cells(out_dir, fam_hash))
             res.write_tables(out_dir, rows, meta, title)
     # once more at the end, so the tables name this command even when every cell was skipped

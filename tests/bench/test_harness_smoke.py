@@ -116,3 +116,42 @@ def test_dirty_means_changed_code_not_rewritten_results(tmp_path):
     assert not res._read_git_commit(tmp_path).endswith("-dirty")
     (tmp_path / "code.py").write_text("x = 2\n")
     assert res._read_git_commit(tmp_path).endswith("-dirty")
+
+
+def test_another_configuration_writes_beside_and_leaves_the_first_untouched(tiny, tmp_path,
+                                                                             capsys):
+    """Issue 29: a trial run with other settings must not replace finished results."""
+    def argv(*extra):
+        return ["run", "--losses", "softmax,arcface", "--data", str(tiny / "tiny"),
+                "--results", str(tmp_path / "results"), "--runs", str(tmp_path / "runs"),
+                "--models", str(tmp_path / "models"), "--image-size", "32", "--width", "4",
+                "--embedding-size", "16", "--batch-size", "12", "--no-progress", "--no-plots",
+                *extra]
+
+    assert main(argv("--epochs", "1")) == 0
+    first = tmp_path / "results" / "tiny"
+    models = tmp_path / "models" / "tiny"
+    snapshot = {p: p.read_bytes() for root in (first, models) for p in root.rglob("*")
+                if p.is_file()}
+    assert len([p for p in snapshot if p.suffix == ".json" and "cells" in p.parts]) == 4
+    # another configuration's resume point in the shared runs folder
+    decoy = tmp_path / "runs" / "tiny" / "arcface__pytorch-000000000000.ckpt.npz"
+    decoy.write_bytes(b"not ours")
+    capsys.readouterr()
+    assert main(argv("--epochs", "2", "--losses", "arcface")) == 0
+    log = capsys.readouterr().out
+    assert decoy.read_bytes() == b"not ours"  # a finished cell deletes only its own
+    assert not list(decoy.parent.glob("arcface__gluon-*.ckpt.npz"))
+    beside = [p for p in (tmp_path / "results").iterdir() if p.name.startswith("tiny@")]
+    assert len(beside) == 1 and f"writes beside it: tables and cells to {beside[0]}" in log
+    assert f"tables in {beside[0]}" in log
+    assert {p: p.read_bytes() for p in snapshot} == snapshot  # byte-identical
+    assert sorted(p for root in (first, models) for p in root.rglob("*")
+                  if p.is_file()) == sorted(snapshot)  # and nothing added there
+    table = pd.read_csv(beside[0] / "results.csv", comment="#")
+    assert sorted(table["backend"]) == ["gluon", "pytorch"] and set(table["loss"]) == {"arcface"}
+    assert (tmp_path / "models" / beside[0].name / "arcface__pytorch" / "model.json").is_file()
+    # the first configuration again: back in its own folder, every cell skipped
+    capsys.readouterr()
+    assert main(argv("--epochs", "1")) == 0
+    assert capsys.readouterr().out.count("[skip]") == 4

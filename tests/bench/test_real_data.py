@@ -189,6 +189,15 @@ def test_real_command_runs_seeds_writes_the_gap_and_resumes(tmp_path, capsys):
     md = (out / "results.md").read_text()
     assert "Seeds [0, 1] (the command below ran seeds [1]" in md
     assert "cells finished: 4 of 4" in md
+    # other settings into the same results folder are refused: its tables would be replaced
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    other = list(argv)
+    other[other.index("--epochs") + 1] = "2"
+    capsys.readouterr()
+    assert main(other) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "holds cells of another configuration (differing in epochs: epochs=1 there)" in err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
 def _report_rows(seeds, accs):
