@@ -81,9 +81,9 @@ def add_arguments(p) -> None:
                    help="rebuild the tables and curves from finished cells; train nothing")
 
 
-def check(args) -> None:
-    """Every argument checkable without torch or mxnet, before any data is prepared."""
-    from bench.run.options import check as check_config
+def check_data_choice(args) -> None:
+    """Exactly one of --dataset and --data; a --data folder exists and, without a profile,
+    comes with --epochs and --batch-size (``real`` and ``tune``)."""
     from bench.run.options import check_data
 
     if (args.dataset is None) == (args.data is None):
@@ -94,6 +94,13 @@ def check(args) -> None:
         if args.data.name not in PROFILES and (args.epochs is None or args.batch_size is None):
             raise ValueError(f"--data {args.data}: give --epochs and --batch-size (no profile "
                              f"for {args.data.name!r})")
+
+
+def check(args) -> None:
+    """Every argument checkable without torch or mxnet, before any data is prepared."""
+    from bench.run.options import check as check_config
+
+    check_data_choice(args)
     data = args.data or Path(args.dataset)
     for seed in args.seeds:
         check_config(harness_config(args, data, seed, "", results=args.results))
@@ -154,38 +161,26 @@ def harness_config(args, data: Path, seed: int, command: str, results: Path | No
         loss_args=parse(args.loss_args))
 
 
-def family_hash(cfg) -> str:
-    """The harness's hash of a run config + data fingerprint (cells of other configs ignored)."""
-    from bench.run import harness
-
-    data = Path(cfg.data)
-    return harness.family_hash(cfg, data, sorted(data.glob("*.bin")))
-
 
 def run(args) -> int:
     from bench.real import data as real_data
     from bench.real import report as real_report
     from bench.report import results as res
     from bench.run import loss_settings
+    from bench.run.harness import config_family_hash
     from common import manifest
 
     # the command that trains these cells (a --report-only rebuild names the training command)
     command = "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]
                                             if a != "--report-only")
-    if args.data is not None:
-        data = args.data
-        source = (real_data.manifest(data) if (data / real_data.MANIFEST).is_file()
-                  else {"folder": str(data)})
-    else:
-        data = real_data.prepare(args.dataset, args.shared, args.data_root,
-                                 progress=args.progress)
-        source = real_data.manifest(data)
+    data, source = real_data.resolve(args.data, args.dataset, args.shared, args.data_root,
+                                     progress=args.progress)
     dataset = data.name
     cfgs = {s: harness_config(args, data, s, command) for s in args.seeds}
     # the tables cover every seed with cells here, not only this run's: a run of one seed
     # (e.g. two processes, one seed each) must not drop the others from the combined tables
     shown = sorted(set(args.seeds) | set(real_report.seeds_on_disk(args.results, dataset)))
-    hashes = {s: family_hash(cfgs.get(s) or harness_config(args, data, s, command))
+    hashes = {s: config_family_hash(cfgs.get(s) or harness_config(args, data, s, command))
               for s in shown}
     first = next(iter(cfgs.values()))
     losses = tuple(loss_settings.run_labels(first.losses, first.loss_args, manifest.loss_names()))

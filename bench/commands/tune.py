@@ -148,20 +148,12 @@ def trial_base(args, split_dir: Path, command: str = ""):
 
 def check(args) -> None:
     """Every argument checkable without torch, mxnet or optuna, before any data is prepared."""
-    from bench.commands.real import PROFILES
+    from bench.commands.real import check_data_choice
     from bench.run.options import check as check_config
-    from bench.run.options import check_data
     from bench.tune.split import SplitSpec
     from common import search_space
 
-    if (args.dataset is None) == (args.data is None):
-        raise ValueError("give exactly one of --dataset (att_faces, cropped_yale_b, lfw_view1) "
-                         "and --data (a prepared InsightFace folder)")
-    if args.data is not None:
-        check_data(args.data)
-        if args.data.name not in PROFILES and (args.epochs is None or args.batch_size is None):
-            raise ValueError(f"--data {args.data}: give --epochs and --batch-size (no profile "
-                             f"for {args.data.name!r})")
+    check_data_choice(args)
     if args.trials < 1:
         raise ValueError(f"--trials must be an integer >= 1, got {args.trials}")
     for flag in ("tune_seed", "sampler_seed"):
@@ -180,31 +172,19 @@ def check(args) -> None:
         search_space.space(name, fixed)  # every loss has a space (a new one needs an entry)
 
 
-def family_hash(cfg) -> str:
-    """The harness's hash of a config and its data (the cells of other configs are ignored)."""
-    from bench.run import harness
-
-    data = Path(cfg.data)
-    return harness.family_hash(cfg, data, sorted(data.glob("*.bin")))
-
 
 def run(args) -> int:
     from bench.real import data as real_data
     from bench.report import results as res
     from bench.run.config import hashed
+    from bench.run.harness import config_family_hash
     from bench.tune import final as final_stage
     from bench.tune import report, split, study
 
     command = "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]
                                             if a != "--report-only")
-    if args.data is not None:
-        data = args.data
-        source = (real_data.manifest(data) if (data / real_data.MANIFEST).is_file()
-                  else {"folder": str(data)})
-    else:
-        data = real_data.prepare(args.dataset, args.shared, args.data_root,
-                                 progress=args.progress)
-        source = real_data.manifest(data)
+    data, source = real_data.resolve(args.data, args.dataset, args.shared, args.data_root,
+                                     progress=args.progress)
     dataset = data.name
     out = Path(args.results) / "tuning" / dataset
     split_dir = Path(args.split_root) / f"{dataset}_val"
@@ -258,7 +238,7 @@ def run(args) -> int:
                 "final_config": hashed(final.base), "storage": str(storage_path),
                 "environment": res.environment(), "command": command}
         return report.write_report(out, dataset, final_entries(found), found, final, meta,
-                                   family_hash)
+                                   config_family_hash)
 
     if args.report_only:
         print(f"wrote {write()}")

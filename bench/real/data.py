@@ -193,3 +193,14 @@ def prepare(name: str, shared: Path = DEFAULT_SHARED, root: Path = DEFAULT_ROOT,
         if p.is_file():
             os.utime(p, ns=(PINNED_MTIME_NS, PINNED_MTIME_NS))
     return out
+
+
+def resolve(data: Path | None, name: str | None, shared: Path, root: Path,
+            progress: bool = True) -> tuple[Path, dict]:
+    """(data folder, its source description) of a command's ``--data`` (a prepared folder) or
+    ``--dataset`` (prepared from ``shared`` into ``root`` if missing)."""
+    if data is not None:
+        data = Path(data)
+        return data, (manifest(data) if (data / MANIFEST).is_file() else {"folder": str(data)})
+    data = prepare(name, shared, root, progress=progress)
+    return data, manifest(data)

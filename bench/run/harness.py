@@ -100,6 +100,13 @@ def family_hash(cfg: HarnessConfig, data: Path, bins: list[Path]) -> str:
     return res.config_hash(_family(cfg, data, bins))
 
 
+def config_family_hash(cfg: HarnessConfig) -> str:
+    """``family_hash`` of a config with its data folder's ``*.bin`` files (the tables of a run
+    read the cells of this hash; other configs' cells are ignored)."""
+    data = Path(cfg.data)
+    return family_hash(cfg, data, sorted(data.glob("*.bin")))
+
+
 def _family(cfg: HarnessConfig, data: Path, bins: list[Path]) -> dict:
     return {**hashed(cfg), "data": data_fingerprint(data, bins)}
 
