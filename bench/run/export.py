@@ -222,6 +222,22 @@ def cell_meta(cfg: HarnessConfig, record: dict, model: dict, data_fingerprint: d
     }
 
 
+def models_folder(models: Path, folder: str, config: dict) -> str:
+    """The folder name under ``models`` for a run of ``config`` (``hashed(cfg)``): ``folder``
+    when it holds no model or models of this config, else ``folder@<config hash>`` beside it,
+    so that a run never overwrites another configuration's models (two ``bench real`` runs
+    with other ``--results`` share the default ``--models``)."""
+    held = []
+    for path in sorted((Path(models) / folder).glob(f"*/{META_FILE}")):
+        try:
+            held.append(json.loads(path.read_text()).get("config"))
+        except (OSError, ValueError):
+            continue
+    if not held or config in held:
+        return folder
+    return f"{folder}@{res.config_hash(config)}"
+
+
 def write_cell_model(cfg: HarnessConfig, record: dict, model: dict,
                      data_fingerprint: dict, folder: str | None = None) -> Path:
     """Export a finished cell: ``model.npz``, ``head.npz`` and ``model.json`` (last), to

@@ -14,7 +14,8 @@ For one data folder (``train.rec``/``train.idx``/``property`` plus verification 
    head.npz, model.json last; ``bench.run.export``), then the cell is written to
    ``results/<dataset>/cells/`` (atomically, with ``model_dir``) and the tables are rebuilt;
    where that folder holds another configuration's cells, the run writes to
-   ``<dataset>@<config hash>/`` beside it instead (``results_folder``), models likewise;
+   ``<dataset>@<config hash>/`` beside it instead (``results_folder``); models likewise, by
+   the configs in their model.json (``export.models_folder``);
    a cell that hit NaN/Inf is recorded with status ``nonfinite`` and the others go on.
    A cell already finished with the same config is skipped (its model folder kept) unless
    ``force``, which retrains it and rewrites its model folder.
@@ -118,8 +119,11 @@ def run(cfg: HarnessConfig, log=print) -> list[dict]:
     out_dir = res.results_folder(cfg.results, dataset, hashed(cfg))
     if out_dir.name != dataset:
         log(f"[note] {Path(cfg.results) / dataset} holds the results of another configuration; "
-            f"this run writes beside it: tables and cells to {out_dir}, models to "
-            f"{Path(cfg.models) / out_dir.name}")
+            f"this run writes beside it: tables and cells to {out_dir}")
+    models = export.models_folder(cfg.models, out_dir.name, hashed(cfg))
+    if models != out_dir.name:
+        log(f"[note] {Path(cfg.models) / out_dir.name} holds the models of another "
+            f"configuration; this run exports its models beside it, to {Path(cfg.models) / models}")
     family = _family(cfg, data, bins)
     fam_hash = res.config_hash(family)
     meta = {"config": hashed(cfg), **({"loss_args": cfg.loss_args} if cfg.loss_args else {}),
@@ -157,7 +161,7 @@ def run(cfg: HarnessConfig, log=print) -> list[dict]:
                                            "to export")
                     record.setdefault("git_commit", res.git_commit())
                     record["model_dir"] = str(export.write_cell_model(
-                        cfg, record, model, family["data"], folder=out_dir.name))
+                        cfg, record, model, family["data"], folder=models))
             except Exception as exc:  # noqa: BLE001  (one broken cell must not stop the others)
                 record = cells.new_record(cfg, dataset, loss_name, backend, fam_hash, cell_hash,
                                           targets)

@@ -155,3 +155,12 @@ def test_another_configuration_writes_beside_and_leaves_the_first_untouched(tiny
     capsys.readouterr()
     assert main(argv("--epochs", "1")) == 0
     assert capsys.readouterr().out.count("[skip]") == 4
+    # another results root, the same models root: the models go beside the first ones
+    other = argv("--epochs", "3", "--losses", "softmax")
+    other[other.index("--results") + 1] = str(tmp_path / "results2")
+    assert main(other) == 0
+    log = capsys.readouterr().out
+    assert "holds the models of another configuration" in log
+    assert {p: p.read_bytes() for p in snapshot} == snapshot
+    moved = [p.name for p in (tmp_path / "models").iterdir() if p.name.startswith("tiny@")]
+    assert len(moved) == 2  # the --epochs 2 run's and this one's
