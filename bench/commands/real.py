@@ -17,7 +17,6 @@ processes running one seed each both keep the combined tables whole.
 
 from __future__ import annotations
 
-import shlex
 import sys
 from pathlib import Path
 
@@ -161,18 +160,17 @@ def harness_config(args, data: Path, seed: int, command: str, results: Path | No
         loss_args=parse(args.loss_args))
 
 
-
 def run(args) -> int:
     from bench.real import data as real_data
     from bench.real import report as real_report
     from bench.report import results as res
     from bench.run import loss_settings
     from bench.run.harness import config_family_hash
+    from bench.run.options import command_line
     from common import manifest
 
     # the command that trains these cells (a --report-only rebuild names the training command)
-    command = "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]
-                                            if a != "--report-only")
+    command = command_line(skip=("--report-only",))
     data, source = real_data.resolve(args.data, args.dataset, args.shared, args.data_root,
                                      progress=args.progress)
     dataset = data.name

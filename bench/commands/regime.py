@@ -16,9 +16,7 @@ in two processes share it.
 from __future__ import annotations
 
 import os
-import shlex
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -85,6 +83,7 @@ def _grid(args):
     argument that is wrong."""
     from bench.regime import grid
     from bench.run.options import check as check_config
+    from bench.run.options import command_line
     from common import manifest
 
     identities, steps = _ints(args.identities), _ints(args.steps)
@@ -108,8 +107,7 @@ def _grid(args):
         raise ValueError(f"--difficulty must be in [0, 3], got {args.difficulty}")
     labels = grid.labels(args.losses, args.rules)
     points = grid.points(identities, steps, args.seeds)
-    command = "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]
-                                            if a != "--report-only")
+    command = command_line(skip=("--report-only",))
     configs = {p: grid.harness_config(p, grid.data_dir(args.data_root, p.identities),
                                       args.results, args.runs, args.models, labels,
                                       args.backends, args.progress, command, lr=args.lr)

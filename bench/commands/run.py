@@ -11,7 +11,6 @@ cell failed (NaN/Inf loss, error), after all other cells have run.
 
 from __future__ import annotations
 
-import shlex
 import sys
 from pathlib import Path
 
@@ -49,10 +48,10 @@ def add_arguments(p) -> None:
 
 def config(args):
     """The run's ``HarnessConfig`` from the parsed arguments (no framework needed)."""
-    from bench.run.options import config_from_args
+    from bench.run.options import command_line, config_from_args
 
-    return config_from_args(args, backbone_kwargs=backbone_kwargs(args), command=(
-        "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])))
+    return config_from_args(args, backbone_kwargs=backbone_kwargs(args),
+                            command=command_line())
 
 
 def check(args) -> None:

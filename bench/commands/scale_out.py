@@ -16,8 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shlex
-import sys
 import tempfile
 from pathlib import Path
 
@@ -63,6 +61,7 @@ def check(args) -> None:
 
 def _config(args):
     from bench.run.config import HarnessConfig
+    from bench.run.options import command_line
 
     # the comparison exports no model; the preflight's models folder goes beside the checkpoints
     return HarnessConfig(data=args.data, results=args.out, runs=args.runs,
@@ -70,8 +69,7 @@ def _config(args):
                          losses=tuple(args.losses), backends=("pytorch",),
                          epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                          image_size=args.image_size, progress=False, plots=False,
-                         command="python -m bench " + " ".join(
-                             shlex.quote(a) for a in sys.argv[1:]))
+                         command=command_line())
 
 
 def _prepare(cfg):

@@ -26,7 +26,6 @@ same points.
 from __future__ import annotations
 
 import dataclasses
-import shlex
 import sys
 from pathlib import Path
 
@@ -172,17 +171,16 @@ def check(args) -> None:
         search_space.space(name, fixed)  # every loss has a space (a new one needs an entry)
 
 
-
 def run(args) -> int:
     from bench.real import data as real_data
     from bench.report import results as res
     from bench.run.config import hashed
     from bench.run.harness import config_family_hash
+    from bench.run.options import command_line
     from bench.tune import final as final_stage
     from bench.tune import report, split, study
 
-    command = "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]
-                                            if a != "--report-only")
+    command = command_line(skip=("--report-only",))
     data, source = real_data.resolve(args.data, args.dataset, args.shared, args.data_root,
                                      progress=args.progress)
     dataset = data.name

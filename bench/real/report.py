@@ -31,7 +31,7 @@ from pathlib import Path
 
 from bench.report import gap
 from bench.report import results as res
-from bench.report.tables import csv_with_metadata, markdown_lines
+from bench.report.tables import markdown_lines, write_csv_tables
 from common.backends import BACKENDS
 from common.fileio import atomic_write_bytes
 
@@ -321,12 +321,11 @@ def write_report(results: Path, dataset: str, family_hashes: dict, meta: dict,
     gaps, mcn = gap_rows(results, dataset, rows)
     ranks = ranking_rows(dataset, rows)
     versus = versus_rows(dataset, rows)
-    for name, table, cols in (("results.csv", rows, RESULT_COLUMNS),
-                              ("versus_reference.csv", versus, VERSUS_COLUMNS),
-                              ("gap.csv", gaps, GAP_COLUMNS),
-                              ("mcnemar.csv", mcn, MCNEMAR_COLUMNS),
-                              ("ranking.csv", ranks, RANK_COLUMNS)):
-        atomic_write_bytes(out / name, csv_with_metadata(table, cols, meta).encode("utf-8"))
+    write_csv_tables(out, (("results.csv", rows, RESULT_COLUMNS),
+                           ("versus_reference.csv", versus, VERSUS_COLUMNS),
+                           ("gap.csv", gaps, GAP_COLUMNS),
+                           ("mcnemar.csv", mcn, MCNEMAR_COLUMNS),
+                           ("ranking.csv", ranks, RANK_COLUMNS)), meta)
     md = out / "results.md"
     atomic_write_bytes(md, to_markdown(dataset, meta, rows, gaps, mcn, ranks,
                                        expected_cells, versus).encode("utf-8"))

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from bench.regime import grid
 from bench.report import gap
-from bench.report.tables import csv_with_metadata, markdown_lines
+from bench.report.tables import markdown_lines, write_csv_tables
 from common.backends import BACKENDS
 from common.fileio import atomic_write_bytes
 
@@ -180,10 +180,9 @@ def write_report(results: Path, configs: dict, meta: dict, grid_labels: list[str
     over = overtake_rows(versus)
     meta = {**meta, "cell_commits": sorted({r["git_commit"][:12] for r in rows
                                             if r["git_commit"]})}
-    for name, table, columns in (("regime.csv", rows, CELL_COLUMNS),
-                                 ("versus_softmax.csv", versus, VERSUS_COLUMNS),
-                                 ("overtake.csv", over, OVERTAKE_COLUMNS)):
-        atomic_write_bytes(out / name, csv_with_metadata(table, columns, meta).encode())
+    write_csv_tables(out, (("regime.csv", rows, CELL_COLUMNS),
+                           ("versus_softmax.csv", versus, VERSUS_COLUMNS),
+                           ("overtake.csv", over, OVERTAKE_COLUMNS)), meta)
     expected = len(configs) * len(grid_labels) * len(backends)
     md = out / "results.md"
     atomic_write_bytes(md, to_markdown(meta, rows, versus, over, expected).encode())

@@ -91,6 +91,16 @@ def csv_with_metadata(rows: Iterable[dict], columns: Sequence[str], meta: dict) 
     return csv_text(rows, columns, comments=metadata_lines(meta))
 
 
+def write_csv_tables(out: Path, tables: Iterable[tuple[str, list, Sequence[str]]],
+                     meta: dict) -> None:
+    """Each ``(file name, rows, columns)`` as ``out/<file name>``, a ``csv_with_metadata``
+    table under the same ``meta``, written atomically (a report's CSV files)."""
+    from common.fileio import atomic_write_bytes
+
+    for name, rows, columns in tables:
+        atomic_write_bytes(Path(out) / name, csv_with_metadata(rows, columns, meta).encode())
+
+
 def read_metadata(csv_path: Path) -> dict:
     """The ``# key: JSON`` lines on top of a ``csv_with_metadata`` file, as a dict (a value that
     is not JSON is kept as its stripped text)."""

@@ -50,6 +50,15 @@ class Toggle(argparse.Action):
         return " | ".join(self.option_strings)
 
 
+def command_line(skip=()) -> str:
+    """The command this process runs, as a user would type it (``python -m bench ...``), less
+    the arguments in ``skip`` (``--report-only``: a rebuild names the command that trained)."""
+    import shlex
+    import sys
+
+    return "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:] if a not in skip)
+
+
 def csv_names(text: str) -> tuple[str, ...]:
     return tuple(s.strip() for s in text.split(",") if s.strip())
 

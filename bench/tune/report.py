@@ -31,7 +31,7 @@ import numpy as np
 
 from bench.report import gap
 from bench.report import results as res
-from bench.report.tables import csv_with_metadata, markdown_lines
+from bench.report.tables import markdown_lines, write_csv_tables
 from bench.tune.final import VARIANTS, Entry, Final
 from bench.tune.study import counts, interrupted
 from common.backends import BACKENDS
@@ -376,13 +376,12 @@ def write_report(out: Path, dataset: str, entries: list[Entry], studies: dict, f
     tuning = tuning_rows(entries, studies)
     rows = cell_rows(final, entries, family_hash)
     summary, gaps, ranks = summary_rows(rows), gap_rows(rows), ranking_rows(rows)
-    for name, table, cols in (("trials.csv", trials, TRIAL_COLUMNS),
-                              ("tuning.csv", tuning, TUNING_COLUMNS),
-                              ("results.csv", rows, RESULT_COLUMNS),
-                              ("summary.csv", summary, SUMMARY_COLUMNS),
-                              ("gap.csv", gaps, GAP_COLUMNS),
-                              ("ranking.csv", ranks, RANK_COLUMNS)):
-        atomic_write_bytes(out / name, csv_with_metadata(table, cols, meta).encode("utf-8"))
+    write_csv_tables(out, (("trials.csv", trials, TRIAL_COLUMNS),
+                           ("tuning.csv", tuning, TUNING_COLUMNS),
+                           ("results.csv", rows, RESULT_COLUMNS),
+                           ("summary.csv", summary, SUMMARY_COLUMNS),
+                           ("gap.csv", gaps, GAP_COLUMNS),
+                           ("ranking.csv", ranks, RANK_COLUMNS)), meta)
     md = out / "results.md"
     atomic_write_bytes(md, to_markdown(dataset, meta, tuning, rows, summary, gaps,
                                        ranks).encode("utf-8"))
